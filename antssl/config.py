@@ -1,0 +1,288 @@
+"""The one typed configuration tree (pydantic v2).
+
+Parsed once at the edge (CLI, job entrypoint, Serve builder) with
+:func:`load_config` and passed down as objects. Unknown keys and bad values
+raise :class:`~antssl.errors.ConfigError` naming the key and what is allowed.
+Secrets (S3 keys) never live here: they come from the environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from antssl.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    """How to reach object storage. Keys come from the environment, never from here."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto, Ceph), e.g. http://127.0.0.1:9000."
+    )
+    region: str | None = Field(None, description="S3 region; AWS_DEFAULT_REGION when unset.")
+    anon: bool = Field(False, description="Anonymous access to public buckets.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries of transient S3 errors.")
+    raster_access: Literal["gdal", "fsspec"] = Field(
+        "gdal",
+        description="How rasterio reads s3:// scenes: GDAL /vsis3/ range requests, or fsspec "
+        "file objects (see bench/RESULTS.md for which is faster).",
+    )
+
+
+class ScenesConfig(_Section):
+    """Which scenes to read and how to interpret their pixels."""
+
+    uris: list[str] = Field(default_factory=list, description="Explicit scene URIs.")
+    glob: str | None = Field(None, description="A glob or prefix, e.g. s3://bucket/scenes/*.tif.")
+    stac: str | None = Field(None, description="A STAC ItemCollection JSON file (URI).")
+    stac_asset: str | None = Field(
+        None, description="Asset key to use in each STAC item; the first GeoTIFF asset when unset."
+    )
+    bands: list[int] | None = Field(
+        None, description="1-based band indices to use; all bands when unset."
+    )
+    nodata: float | None = Field(
+        None, description="Nodata value overriding the files' own nodata tag."
+    )
+    allow_no_crs: bool = Field(
+        False, description="Accept scenes without a CRS (tiles then carry pixel coordinates)."
+    )
+    on_bad_scene: Literal["fail", "skip"] = Field(
+        "fail", description="Whether one unreadable or unusable scene stops the run."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ScenesConfig:
+        if self.bands is not None:
+            if not self.bands:
+                raise ValueError("bands must list at least one 1-based band index, or be unset")
+            if any(b < 1 for b in self.bands):
+                raise ValueError(f"bands are 1-based: got {self.bands}")
+        return self
+
+
+class MaskConfig(_Section):
+    """The coastal zone: a coastline buffered to a band, a mask raster, or none."""
+
+    kind: Literal["coastline", "raster", "none"] = "coastline"
+    vector: str | None = Field(
+        None,
+        description="Coastline/land vector (GeoPackage, GeoJSON, Shapefile); "
+        "the shipped Natural Earth Antarctic layers when unset.",
+    )
+    layers: list[str] | None = Field(
+        None,
+        description="Layers of the vector file to use; the shipped default's land + ice shelves.",
+    )
+    seaward_km: float = Field(10.0, ge=0, description="Band width on the sea side of the coast.")
+    inland_km: float = Field(10.0, ge=0, description="Band width on the land side of the coast.")
+    raster: str | None = Field(
+        None,
+        description="Mask raster URI (non-zero = keep), for kind=raster; {scene_id} in it is "
+        "replaced by each scene's id (one mask per scene).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskConfig:
+        if self.kind == "raster" and not self.raster:
+            raise ValueError("mask.kind=raster needs mask.raster (a mask raster URI)")
+        if self.kind == "coastline" and self.seaward_km + self.inland_km <= 0:
+            raise ValueError("mask.seaward_km + mask.inland_km must be > 0 for kind=coastline")
+        return self
+
+
+class TilingConfig(_Section):
+    """Overlapping square windows of ``size`` px every ``stride`` px."""
+
+    size: int = Field(64, ge=8, le=4096, description="Tile edge in pixels.")
+    stride: int = Field(32, description="Step between tiles in pixels (> 0).")
+    min_mask_fraction: float = Field(
+        0.5, ge=0, le=1, description="Keep tiles at least this coastal."
+    )
+    max_nodata_fraction: float = Field(0.1, ge=0, le=1, description="Drop tiles with more nodata.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TilingConfig:
+        if self.stride <= 0:
+            raise ValueError(f"tiling.stride must be > 0, got {self.stride}")
+        if self.stride > self.size:
+            raise ValueError(
+                f"tiling.stride ({self.stride}) must be <= tiling.size ({self.size}); "
+                "larger strides leave gaps between tiles"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    """The Ray Data tile stream."""
+
+    rows_per_task: int = Field(
+        16, ge=1, description="Tile rows one read task cuts from one region read."
+    )
+    batch_tiles: int = Field(256, ge=1, description="Tiles per emitted block.")
+    stats_sample: int = Field(
+        1024, ge=1, description="Tiles sampled for the per-band normalisation statistics."
+    )
+    seed: int = 0
+
+
+class TrainConfig(_Section):
+    """Self-supervised pretraining (Ray Train)."""
+
+    backbone: str = "resnet_small"
+    width: int = Field(32, ge=4)
+    depth: int = Field(2, ge=1, le=8, description="Residual blocks per stage.")
+    embed_dim: int = Field(128, ge=8)
+    proj_dim: int = Field(128, ge=8)
+    objective: str = "simclr"
+    temperature: float = Field(0.2, gt=0)
+    batch_size: int = Field(64, ge=2, description="Global batch size (split over workers).")
+    steps: int = Field(200, ge=1)
+    warmup_steps: int = Field(20, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    checkpoint_every: int = Field(50, ge=1)
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=0)
+    seed: int = 0
+
+
+class Config(_Section):
+    """The whole antssl configuration."""
+
+    workspace: str = Field("file://./workspace", description="URI root of every output.")
+    storage: StorageConfig = StorageConfig()
+    scenes: ScenesConfig = ScenesConfig()
+    mask: MaskConfig = MaskConfig()
+    tiling: TilingConfig = TilingConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    def digest(self, *sections: str) -> str:
+        """Short stable hash of the named sections (all when none), for idempotence checks."""
+        dumped = self.model_dump(mode="json")
+        part = {k: dumped[k] for k in sections} if sections else dumped
+        blob = json.dumps(part, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The config as YAML (it holds no secrets)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return sorted(model.model_fields)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> Config:
+    """Validate a mapping into a :class:`Config`, raising :class:`ConfigError` on bad input."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source} must be a mapping of keys, got {type(data).__name__}")
+    secrets = sorted(_secret_keys(data))
+    if secrets:
+        raise ConfigError(
+            f"config {source} holds credentials ({', '.join(secrets)}): remove them; antssl reads "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN from the environment"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+_SECRET_NAMES = {
+    "key",
+    "secret",
+    "token",
+    "password",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "access_key",
+    "secret_key",
+}
+
+
+def _secret_keys(data: Any, prefix: str = "") -> set[str]:
+    """Dotted names of keys that look like credentials (values are never shown)."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for k, v in data.items():
+            name = f"{prefix}{k}"
+            if str(k).lower() in _SECRET_NAMES:
+                found.add(name)
+            found |= _secret_keys(v, name + ".")
+    return found
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None).
+
+    ``overrides`` is a nested mapping merged over the file (used by the CLI).
+    Relative ``file://`` or plain paths in the file stay relative to the working directory.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {source} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {source} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {source} must hold a mapping of keys")
+        data = loaded or {}
+    if overrides:
+        data = _merge(data, overrides)
+    return parse_config(data, source)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,185 @@
+"""The Ray Data tile stream: overlapping georeferenced tiles, each scene region read once.
+
+:class:`TileDatasource` turns the tile catalog into read tasks. A task owns a
+block of up to ``data.rows_per_task`` tile rows × ``COLS_PER_TASK`` tile
+columns of one scene, reads the union of its tiles' windows once
+(:func:`antssl.reader.read_tiles`), cuts the tiles in memory and emits blocks
+of ``data.batch_tiles`` rows::
+
+    tile_index int64   row of tiles.parquet
+    tile_id    str     <scene_id>/<row>/<col>
+    scene_id   str
+    image      float32 (C, size, size), normalised per band, nodata → 0
+               (raw values and a ``valid`` (size, size) bool column when normalise=False)
+    x, y       float64 centre in the scene CRS
+    lon, lat   float64 EPSG:4326 degrees (NaN for scenes without a CRS)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import ray
+from ray.data import Dataset, Datasource, ReadTask
+from ray.data.block import Block, BlockAccessor, BlockMetadata
+
+from antssl import reader, storage
+from antssl.config import Config, StorageConfig
+from antssl.reader import BandStats
+from antssl.scenes import SceneInfo, open_raster
+
+COLS_PER_TASK = 64
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    info: SceneInfo
+    index: np.ndarray  # catalog rows
+    tile_id: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    xy: np.ndarray  # (n, 4): x, y, lon, lat
+
+
+def chunks(
+    catalog: pd.DataFrame,
+    infos: dict[str, SceneInfo],
+    size: int,
+    stride: int,
+    rows_per_task: int,
+    cols_per_task: int = COLS_PER_TASK,
+) -> list[_Chunk]:
+    """Group catalog rows into per-scene blocks of tile rows × tile columns, in catalog order."""
+    frame = pd.DataFrame(
+        {
+            "scene_id": catalog["scene_id"].to_numpy(),
+            "brow": catalog["row"].to_numpy() // stride // rows_per_task,
+            "bcol": catalog["col"].to_numpy() // stride // cols_per_task,
+        }
+    )
+    out = []
+    for (sid, _, _), idx in frame.groupby(["scene_id", "brow", "bcol"], sort=False).indices.items():
+        sub = catalog.iloc[idx]
+        out.append(
+            _Chunk(
+                info=infos[sid],
+                index=np.asarray(idx, dtype=np.int64),
+                tile_id=sub["tile_id"].to_numpy(dtype=object),
+                rows=sub["row"].to_numpy(np.int64),
+                cols=sub["col"].to_numpy(np.int64),
+                xy=sub[["x", "y", "lon", "lat"]].to_numpy(np.float64),
+            )
+        )
+    return out
+
+
+def read_chunk(
+    chunk: _Chunk,
+    storage_cfg: StorageConfig,
+    size: int,
+    stride: int,
+    stats: BandStats | None,
+    batch_tiles: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Read one chunk's region once and yield batches of tiles (see module doc)."""
+    with open_raster(chunk.info.uri, storage_cfg) as ds:
+        region = reader.read_tiles(ds, chunk.info, chunk.rows, chunk.cols, size, stride)
+    for s in range(0, len(chunk.index), batch_tiles):
+        sl = slice(s, s + batch_tiles)
+        batch: dict[str, np.ndarray] = {
+            "tile_index": chunk.index[sl],
+            "tile_id": chunk.tile_id[sl].astype(str),
+            "scene_id": np.full(len(chunk.index[sl]), chunk.info.scene_id),
+        }
+        if stats is not None:
+            batch["image"] = reader.normalise(region.pixels[sl], region.valid[sl], stats)
+        else:
+            batch["image"] = region.pixels[sl].astype(np.float32)
+            batch["valid"] = region.valid[sl]
+        for j, name in enumerate(("x", "y", "lon", "lat")):
+            batch[name] = chunk.xy[sl, j]
+        yield batch
+
+
+class TileDatasource(Datasource):
+    """A Ray Data source of tiles from a tile catalog (see module doc)."""
+
+    def __init__(
+        self,
+        catalog: pd.DataFrame,
+        infos: dict[str, SceneInfo],
+        config: Config,
+        stats: BandStats | None,
+    ) -> None:
+        self._chunks = chunks(
+            catalog, infos, config.tiling.size, config.tiling.stride, config.data.rows_per_task
+        )
+        self._config = config
+        self._stats = stats
+        bands = len(next(iter(infos.values())).bands) if infos else 1
+        self._tile_bytes = bands * config.tiling.size**2 * 4
+
+    def get_name(self) -> str:
+        return "AntsslTiles"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(len(c.index) for c in self._chunks) * self._tile_bytes
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        t, d = self._config.tiling, self._config.data
+        storage_cfg, stats = self._config.storage, self._stats
+        tasks = []
+        for chunk in self._chunks:
+
+            def read_fn(chunk: _Chunk = chunk) -> Iterator[Block]:
+                for batch in read_chunk(chunk, storage_cfg, t.size, t.stride, stats, d.batch_tiles):
+                    yield BlockAccessor.batch_to_block(batch)
+
+            meta = BlockMetadata(
+                num_rows=len(chunk.index),
+                size_bytes=len(chunk.index) * self._tile_bytes,
+                exec_stats=None,
+                input_files=(chunk.info.uri,),
+            )
+            tasks.append(ReadTask(read_fn, meta, per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def tile_dataset(
+    catalog: pd.DataFrame, infos: dict[str, SceneInfo], config: Config, stats: BandStats | None
+) -> Dataset:
+    """The tile stream as a Ray Dataset; pass ``stats=None`` for raw pixels and a valid mask."""
+    return ray.data.read_datasource(
+        TileDatasource(catalog, infos, config, stats),
+        ray_remote_args={"runtime_env": {"env_vars": storage.worker_env(config.storage)}},
+    )
+
+
+def compute_stats(catalog: pd.DataFrame, infos: dict[str, SceneInfo], config: Config) -> BandStats:
+    """Per-band mean/std/min/max over the valid pixels of a seeded sample of tiles."""
+    n = min(len(catalog), config.data.stats_sample)
+    rng = np.random.default_rng(config.data.seed)
+    sample = catalog.iloc[np.sort(rng.choice(len(catalog), size=n, replace=False))]
+    c = len(next(iter(infos.values())).bands)
+    s1, s2 = np.zeros(c), np.zeros(c)
+    lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
+    count = 0
+    for batch in tile_dataset(sample, infos, config, None).iter_batches(batch_size=None):
+        a, b, mn, mx, m = reader.accumulate(batch["image"], batch["valid"])
+        if m:
+            s1, s2, count = s1 + a, s2 + b, count + m
+            lo, hi = np.minimum(lo, mn), np.maximum(hi, mx)
+    if count == 0:
+        from antssl.errors import EmptyResultError
+
+        raise EmptyResultError("the sampled tiles hold no valid pixel: check scenes.nodata")
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
+    std = np.where(std > 0, std, 1.0)
+    bands = list(next(iter(infos.values())).bands)
+    return BandStats(bands, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), count, n)

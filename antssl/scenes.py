@@ -1,0 +1,219 @@
+"""Scenes: finding them, reading their metadata once, and reading their pixels.
+
+A scene is one raster (GeoTIFF / COG) with any band count, integer or float
+dtype, any CRS (EPSG:3031 is the usual one), or none when the config allows
+it. Scene lists come from explicit URIs, a glob or prefix, or a STAC
+ItemCollection JSON file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from antssl import storage
+from antssl.config import Config, ScenesConfig, StorageConfig
+from antssl.errors import ConfigError, SceneError, SceneReadError, StorageError
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Metadata of one scene, read once.
+
+    ``transform`` is the GDAL affine (a, b, c, d, e, f) mapping pixel (col, row)
+    to scene-CRS (x, y); ``crs`` is an authority string (``EPSG:3031``) or WKT,
+    or None for scenes without a CRS. ``bands`` are the 1-based band indices
+    used; ``nodata`` is the value treated as missing (config overrides file).
+    """
+
+    scene_id: str
+    uri: str
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    bands: tuple[int, ...]
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SceneInfo:
+        return cls(**{**d, "transform": tuple(d["transform"]), "bands": tuple(d["bands"])})
+
+
+@contextlib.contextmanager
+def open_raster(uri: str, storage_cfg: StorageConfig) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster on any workspace storage, with the right GDAL settings.
+
+    ``storage_cfg.raster_access`` picks GDAL's own ``/vsis3/`` range reads
+    (default) or an fsspec file object (``opener=``). Missing or corrupt files
+    raise :class:`SceneReadError` naming the URI.
+    """
+    norm = storage.normalize_uri(uri)
+    try:
+        if norm.startswith("s3://") and storage_cfg.raster_access == "fsspec":
+            fs, _ = storage.filesystem(norm, storage_cfg)
+            with (
+                rasterio.Env(**storage.gdal_env(storage_cfg)),
+                rasterio.open(norm[len("s3://") :], opener=fs) as ds,
+            ):
+                yield ds
+        else:
+            with (
+                rasterio.Env(**storage.gdal_env(storage_cfg)),
+                rasterio.open(storage.gdal_path(norm)) as ds,
+            ):
+                yield ds
+    except (RasterioIOError, StorageError, FileNotFoundError) as err:
+        raise SceneReadError(f"cannot read scene {uri}: {err}") from err
+
+
+def scene_id_for(uri: str) -> str:
+    """The scene id of a URI: its file name without extension."""
+    name = PurePosixPath(storage.normalize_uri(uri).split("://", 1)[1]).name
+    return name.split(".", 1)[0]
+
+
+def discover(config: Config) -> list[tuple[str, str]]:
+    """The configured scenes as ``(scene_id, uri)`` pairs, in config order, de-duplicated.
+
+    Raises :class:`ConfigError` when no scene is configured, a glob matches
+    nothing, or two different URIs share a scene id.
+    """
+    sc = config.scenes
+    pairs: list[tuple[str, str]] = [(scene_id_for(u), storage.normalize_uri(u)) for u in sc.uris]
+    if sc.glob:
+        matched = storage.glob(sc.glob, config.storage)
+        matched = [u for u in matched if u.lower().endswith((".tif", ".tiff", ".cog"))]
+        if not matched:
+            raise ConfigError(f"scenes.glob {sc.glob!r} matches no .tif/.tiff/.cog file")
+        pairs += [(scene_id_for(u), u) for u in matched]
+    if sc.stac:
+        pairs += _stac_scenes(sc, config.storage)
+    if not pairs:
+        raise ConfigError("no scenes configured: set scenes.uris, scenes.glob or scenes.stac")
+    seen: dict[str, str] = {}
+    out = []
+    for sid, uri in pairs:
+        if sid in seen:
+            if seen[sid] != uri:
+                raise ConfigError(
+                    f"scene id {sid!r} is used by both {seen[sid]} and {uri}; "
+                    "scene ids (file names without extension) must be unique"
+                )
+            continue
+        seen[sid] = uri
+        out.append((sid, uri))
+    return out
+
+
+def _stac_scenes(sc: ScenesConfig, storage_cfg: StorageConfig) -> list[tuple[str, str]]:
+    if not sc.stac:
+        return []
+    try:
+        doc = json.loads(storage.read_text(sc.stac, storage_cfg))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"scenes.stac {sc.stac} is not JSON: {err}") from None
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+        raise ConfigError(f"scenes.stac {sc.stac} is not a STAC ItemCollection (FeatureCollection)")
+    base = sc.stac.rsplit("/", 1)[0]
+    out = []
+    for item in features:
+        assets = item.get("assets") or {}
+        key = sc.stac_asset or next(
+            (k for k, a in assets.items() if "tiff" in str(a.get("type", "")).lower()), None
+        )
+        if key is None or key not in assets:
+            raise ConfigError(
+                f"STAC item {item.get('id')!r} has no asset {sc.stac_asset or '(GeoTIFF)'}; "
+                f"assets: {sorted(assets)}"
+            )
+        href = str(assets[key]["href"])
+        if "://" not in href and not href.startswith("/"):
+            href = f"{base}/{href}"
+        out.append((str(item.get("id") or scene_id_for(href)), storage.normalize_uri(href)))
+    return out
+
+
+def read_info(scene_id: str, uri: str, config: Config) -> SceneInfo:
+    """Read one scene's metadata and check it against the config.
+
+    Raises :class:`SceneReadError` for missing/corrupt files and
+    :class:`SceneError` for a scene that cannot be used as configured.
+    """
+    sc = config.scenes
+    with open_raster(uri, config.storage) as ds:
+        crs = ds.crs
+        if crs is None and not sc.allow_no_crs:
+            raise SceneError(
+                f"scene {scene_id} ({uri}) has no CRS; set scenes.allow_no_crs: true to use "
+                "it with pixel coordinates"
+            )
+        bands = tuple(sc.bands) if sc.bands else tuple(range(1, ds.count + 1))
+        bad = [b for b in bands if b > ds.count]
+        if bad:
+            raise SceneError(
+                f"scenes.bands {list(bands)} out of range for scene {scene_id} ({uri}), "
+                f"which has {ds.count} band(s)"
+            )
+        nodata = sc.nodata if sc.nodata is not None else ds.nodata
+        if nodata is not None and np.isnan(nodata):
+            nodata = float("nan")
+        crs_str = None
+        if crs is not None:
+            epsg = crs.to_epsg()
+            crs_str = f"EPSG:{epsg}" if epsg else crs.to_wkt()
+        return SceneInfo(
+            scene_id=scene_id,
+            uri=storage.normalize_uri(uri),
+            crs=crs_str,
+            transform=tuple(ds.transform)[:6],  # type: ignore[arg-type]
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=str(ds.dtypes[0]),
+            nodata=None if nodata is None else float(nodata),
+            bands=bands,
+        )
+
+
+def read_window(ds: rasterio.DatasetReader, info: SceneInfo, window: Window) -> np.ndarray:
+    """Pixels of ``window`` for the scene's selected bands: (C, h, w) in the file's dtype."""
+    try:
+        return ds.read(list(info.bands), window=window)
+    except RasterioIOError as err:
+        raise SceneReadError(
+            f"cannot read {window} of scene {info.scene_id} ({info.uri}): {err}"
+        ) from err
+
+
+def valid_mask(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where every band holds data: (C, h, w) → (h, w) bool.
+
+    A pixel is invalid when any band equals ``nodata`` or is NaN/inf.
+    """
+    valid = np.ones(pixels.shape[1:], dtype=bool)
+    if np.issubdtype(pixels.dtype, np.floating):
+        valid &= np.isfinite(pixels).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= (pixels != pixels.dtype.type(nodata)).all(axis=0)
+    return valid

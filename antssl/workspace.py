@@ -1,0 +1,47 @@
+"""Where each stage's outputs live under the workspace URI (the contract between stages)."""
+
+from __future__ import annotations
+
+from antssl import storage
+from antssl.config import Config
+
+
+def root(config: Config) -> str:
+    return storage.normalize_uri(config.workspace)
+
+
+def path(config: Config, *parts: str) -> str:
+    """URI of ``parts`` under the workspace root."""
+    return storage.join(root(config), *parts)
+
+
+def config_uri(config: Config) -> str:
+    return path(config, "config.yaml")
+
+
+def catalog_uri(config: Config) -> str:
+    return path(config, "tiles.parquet")
+
+
+def tiles_summary_uri(config: Config) -> str:
+    return path(config, "tiles.json")
+
+
+def stats_uri(config: Config) -> str:
+    return path(config, "stats.json")
+
+
+def previews_uri(config: Config) -> str:
+    return path(config, "previews")
+
+
+def checkpoints_uri(config: Config) -> str:
+    return path(config, "checkpoints")
+
+
+def embeddings_uri(config: Config) -> str:
+    return path(config, "embeddings.zarr")
+
+
+def maps_uri(config: Config) -> str:
+    return path(config, "maps")

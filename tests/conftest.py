@@ -1,0 +1,102 @@
+"""Real test components: local S3-compatible server (moto), local Ray, sample scenes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server on 127.0.0.1, in its own process, for the whole session."""
+    os.environ.update(S3_ENV)
+    port = _free_port()
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.terminate()
+        raise RuntimeError("moto_server did not start")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the local S3 server."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint: str) -> Iterator[None]:
+    """One local Ray instance per test session; workers see the S3 settings."""
+    import ray
+
+    env = {k: os.environ[k] for k in (*S3_ENV, "AWS_ENDPOINT_URL")}
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": env},
+    )
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory):
+    """Two small synthetic EPSG:3031 sample scenes with coastline, labels and mask."""
+    from antssl.sample import write_sample_data
+
+    return write_sample_data(tmp_path_factory.mktemp("sample"), n_scenes=2, size=384)
+
+
+def upload(local: Path, endpoint: str, bucket: str, key: str) -> str:
+    """Put a local file on the S3 server; returns its s3:// URI."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).upload_file(str(local), bucket, key)
+    return f"s3://{bucket}/{key}"

@@ -15,7 +15,8 @@ true to scale at 71°S and within ~4 % between 60°S and 80°S.
 
 from __future__ import annotations
 
-import io
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,47 +49,65 @@ class CoastVector:
     source: str
 
 
-def default_vector_bytes() -> bytes:
+def default_vector_path() -> Path:
     """The shipped Natural Earth Antarctic layers (public domain), see resources/PROVENANCE.md."""
-    return (Path(__file__).parent / "resources" / DEFAULT_VECTOR).read_bytes()
+    return Path(__file__).parent / "resources" / DEFAULT_VECTOR
 
 
 def load_vector(cfg: MaskConfig, storage_cfg: StorageConfig) -> CoastVector:
     """Read the coastline vector (GeoPackage, GeoJSON, Shapefile; local or s3://) once.
 
-    Raises :class:`MaskError` naming the file or layer when it cannot be used.
+    Local files are read where they lie (a Shapefile is several files); objects
+    on S3 are fetched once and read from memory. Raises :class:`MaskError` naming
+    the file or layer when it cannot be used.
     """
     import geopandas as gpd
     import pyogrio
 
+    layers: list[str | None]
+    scratch = None
     if cfg.vector is None:
-        data, source = default_vector_bytes(), f"antssl:{DEFAULT_VECTOR}"
-        layers: list[str | None] = list(cfg.layers or DEFAULT_LAYERS)
+        source, src = f"antssl:{DEFAULT_VECTOR}", str(default_vector_path())
+        layers = list(cfg.layers or DEFAULT_LAYERS)
     else:
         source = cfg.vector
-        try:
-            data = storage.read_bytes(cfg.vector, storage_cfg)
-        except OSError as err:
-            raise MaskError(f"mask.vector {cfg.vector} cannot be read: {err}") from err
         layers = list(cfg.layers) if cfg.layers else [None]
-    if source.lower().endswith(".shp"):
-        # A shapefile is several files: read it where it lies.
-        if storage.scheme_of(source) != "file":
-            raise MaskError(f"mask.vector {source}: zip shapefiles on object storage (.shp.zip)")
-        data = None
+        if storage.scheme_of(source) == "file":
+            src = str(storage.local_path(source))
+            if not Path(src).exists():
+                raise MaskError(f"mask.vector {source} does not exist")
+        elif source.lower().endswith(".shp"):
+            raise MaskError(f"mask.vector {source}: a Shapefile on object storage must be zipped")
+        else:
+            try:
+                data = storage.read_bytes(source, storage_cfg)
+            except OSError as err:
+                raise MaskError(f"mask.vector {source} cannot be read: {err}") from err
+            # GDAL needs a name with the right extension: a scratch copy, removed below.
+            fd, src = tempfile.mkstemp(suffix="." + source.rsplit(".", 1)[-1], prefix="antssl-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            scratch = src
     parts = []
-    for layer in layers:
-        try:
-            src: Any = io.BytesIO(data) if data is not None else str(storage.local_path(source))
-            frame = gpd.read_file(src, layer=layer)
-        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError) as err:
-            available = _layers_of(data)
-            raise MaskError(
-                f"mask.vector {source}: cannot read layer {layer!r} ({err}); layers: {available}"
-            ) from None
-        if frame.crs is None:
-            raise MaskError(f"mask.vector {source} layer {layer!r} has no CRS")
-        parts.append(frame.to_crs(parts[0].crs) if parts else frame)
+    try:
+        for layer in layers:
+            try:
+                frame = gpd.read_file(src, layer=layer)
+            except (
+                pyogrio.errors.DataSourceError,
+                pyogrio.errors.DataLayerError,
+                ValueError,
+            ) as err:
+                raise MaskError(
+                    f"mask.vector {source}: cannot read layer {layer!r} ({err}); "
+                    f"layers: {_layers_of(src)}"
+                ) from None
+            if frame.crs is None:
+                raise MaskError(f"mask.vector {source} layer {layer!r} has no CRS")
+            parts.append(frame.to_crs(parts[0].crs) if parts else frame)
+    finally:
+        if scratch:
+            os.unlink(scratch)
     geoms = shapely.union_all(np.concatenate([p.geometry.values for p in parts]))
     if geoms.is_empty:
         raise MaskError(f"mask.vector {source} holds no geometry")
@@ -96,14 +115,12 @@ def load_vector(cfg: MaskConfig, storage_cfg: StorageConfig) -> CoastVector:
     return CoastVector(geoms, CRS.from_user_input(parts[0].crs), polygonal, source)
 
 
-def _layers_of(data: bytes | None) -> list[str]:
+def _layers_of(src: str) -> list[str]:
     import pyogrio
 
-    if data is None:
-        return []
     try:
-        return [str(name) for name, _ in pyogrio.list_layers(io.BytesIO(data))]
-    except Exception:
+        return [str(name) for name, _ in pyogrio.list_layers(src)]
+    except Exception:  # noqa: BLE001 - only used to improve an error message
         return []
 
 

@@ -34,6 +34,7 @@ class ScenePlan:
     total: int
     dropped_mask: int
     dropped_nodata: int
+    outside_mask: int  # of dropped_mask: tiles with no coastal pixel at all
     coverage: np.ndarray = field(repr=False)  # cell-grid mask fraction, for previews
 
 
@@ -95,6 +96,7 @@ def plan_scene(info: SceneInfo, config: Config, vector: CoastVector | None = Non
         total=n_rows * n_cols,
         dropped_mask=int(n_rows * n_cols - by_mask.sum()),
         dropped_nodata=int(by_mask.sum() - keep.sum()),
+        outside_mask=int((mask_frac == 0).sum()),
         coverage=mask_cells / float(cell * cell),
     )
 

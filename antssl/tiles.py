@@ -47,6 +47,7 @@ class SceneSummary:
     kept: int = 0
     dropped_mask: int = 0
     dropped_nodata: int = 0
+    outside_mask: int = 0
     error: str | None = None
 
 
@@ -93,9 +94,10 @@ def _plan_task(
         info = read_info(scene_id, uri, config)
         plan = plan_scene(info, config, vector)
         _write_preview(info, plan, config)
-        return (info, plan.tiles, plan.total, plan.dropped_mask, plan.dropped_nodata, None)
+        counts = (plan.total, plan.dropped_mask, plan.dropped_nodata, plan.outside_mask)
+        return (info, plan.tiles, counts, None)
     except (AntsslError, OSError) as err:
-        return (None, None, 0, 0, 0, f"{type(err).__name__}: {err}")
+        return (None, None, (0, 0, 0, 0), f"{type(err).__name__}: {err}")
 
 
 def _write_preview(info: SceneInfo, plan: Any, config: Config) -> None:
@@ -147,10 +149,10 @@ def run(config: Config, force: bool = False) -> str:
     summary = TilesSummary(digest=config.digest(*DIGEST_SECTIONS), workspace=workspace.root(config))
     infos: dict[str, SceneInfo] = {}
     frames = []
-    for (sid, u), (info, frame, total, d_mask, d_nodata, error) in zip(pairs, results, strict=True):
-        summary.scenes.append(
-            SceneSummary(sid, u, total, 0 if frame is None else len(frame), d_mask, d_nodata, error)
-        )
+    for (sid, u), (info, frame, counts, error) in zip(pairs, results, strict=True):
+        total, d_mask, d_nodata, outside = counts
+        kept = 0 if frame is None else len(frame)
+        summary.scenes.append(SceneSummary(sid, u, total, kept, d_mask, d_nodata, outside, error))
         if error:
             if config.scenes.on_bad_scene == "fail":
                 raise _reraise(error, sid, u)
@@ -160,7 +162,7 @@ def run(config: Config, force: bool = False) -> str:
         frames.append(frame)
     _check_bands(infos)
     ok = [s for s in summary.scenes if not s.error]
-    if config.mask.kind == "coastline" and ok and all(s.dropped_mask == s.tiles_total for s in ok):
+    if config.mask.kind == "coastline" and ok and all(s.outside_mask == s.tiles_total for s in ok):
         raise MaskError(
             f"the coastal mask from {config.mask.vector or 'the default coastline'} misses every "
             f"scene ({', '.join(s.scene_id for s in ok)}): check the vector's CRS and extent, "

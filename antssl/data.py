@@ -156,7 +156,7 @@ def tile_dataset(
     """The tile stream as a Ray Dataset; pass ``stats=None`` for raw pixels and a valid mask."""
     return ray.data.read_datasource(
         TileDatasource(catalog, infos, config, stats),
-        ray_remote_args={"runtime_env": {"env_vars": storage.worker_env(config.storage)}},
+        runtime_env={"env_vars": storage.worker_env(config.storage)},
     )
 
 

@@ -20,20 +20,18 @@ MAX_PREVIEW_PX = 1024
 def overview(
     ds: rasterio.DatasetReader, info: SceneInfo, max_px: int = MAX_PREVIEW_PX
 ) -> tuple[np.ndarray, float]:
-    """A decimated RGB (or grey) quick-look of the scene, stretched to its 2–98 % range.
+    """A decimated grey quick-look of the scene's first band, stretched to its 2–98 % range.
 
     Returns float (h, w, 3) in [0, 1] (NaN where nodata) and the decimation factor.
     """
     factor = max(1.0, max(info.width, info.height) / max_px)
     shape = (max(1, int(info.height / factor)), max(1, int(info.width / factor)))
-    bands = list(info.bands[:3]) if len(info.bands) >= 3 else [info.bands[0]] * 3
-    px = ds.read(bands, out_shape=(3, *shape))
+    px = ds.read(list(info.bands), out_shape=(len(info.bands), *shape))
     valid = valid_mask(px, info.nodata)
-    img = np.zeros((*shape, 3), dtype=np.float32)
-    for b in range(3):
-        vals = px[b][valid].astype(np.float64)
-        lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
-        img[..., b] = np.clip((px[b] - lo) / max(hi - lo, 1e-9), 0, 1)
+    vals = px[0][valid].astype(np.float64)
+    lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
+    grey = np.clip((px[0] - lo) / max(hi - lo, 1e-9), 0, 1).astype(np.float32)
+    img = np.repeat(grey[..., None], 3, axis=2)
     img[~valid] = np.nan
     return img, factor
 
@@ -48,7 +46,7 @@ def scene_preview(
     size: int,
     title: str,
 ) -> bytes:
-    """PNG bytes: the scene, the coastal band in purple, kept tile outlines in yellow.
+    """PNG bytes: the scene (grey), the coastal band in purple, nodata in red, kept tiles in yellow.
 
     ``coverage`` is the coastal fraction per cell (cell grid of ``cell`` px);
     ``rows``/``cols`` are kept tiles' pixel offsets.
@@ -57,15 +55,19 @@ def scene_preview(
     fig, ax = plt.subplots(figsize=(8, 8 * h / max(w, 1) + 0.6), dpi=110)
     ax.imshow(np.nan_to_num(image, nan=0.0), extent=(0, w * factor, h * factor, 0))
     if coverage.size:
-        band = np.ma.masked_less_equal(coverage, 0)
+        overlay = np.zeros((*coverage.shape, 4), dtype=np.float32)
+        overlay[..., :3] = (0.58, 0.2, 0.85)  # purple
+        overlay[..., 3] = 0.5 * np.clip(coverage, 0, 1)
         ax.imshow(
-            band,
-            cmap="Purples",
-            vmin=0,
-            vmax=1.4,
-            alpha=0.45,
+            overlay,
             extent=(0, coverage.shape[1] * cell, coverage.shape[0] * cell, 0),
+            interpolation="nearest",
         )
+    nodata = np.isnan(image[..., 0])
+    if nodata.any():
+        hatch = np.zeros((*nodata.shape, 4), dtype=np.float32)
+        hatch[nodata] = (0.9, 0.3, 0.2, 0.6)  # nodata in red
+        ax.imshow(hatch, extent=(0, w * factor, h * factor, 0), interpolation="nearest")
     if len(rows):
         quads = [
             [(c, r), (c + size, r), (c + size, r + size), (c, r + size)]

@@ -113,7 +113,8 @@ def _write_preview(info: SceneInfo, plan: Any, config: Config) -> None:
         plan.tiles["col"].to_numpy(),
         t.size,
         f"{info.scene_id}: {len(plan.tiles)} of {plan.total} tiles kept "
-        f"(size {t.size}, stride {t.stride})\npurple: coastal mask; yellow: kept tiles; red: nodata",
+        f"(size {t.size}, stride {t.stride})\n"
+        "purple: coastal mask; yellow: kept tiles; red: nodata",
     )
     storage.write_bytes(
         storage.join(workspace.previews_uri(config), f"{info.scene_id}.png"), png, config.storage

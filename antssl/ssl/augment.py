@@ -1,0 +1,247 @@
+"""Batched, per-sample augmentations for nadir polar imagery, on any device.
+
+Tiles are ``(B, C, H, W)`` float tensors, normalised per band (mean ~0, std ~1,
+nodata filled with 0), any band count C. Each sample gets its own random
+parameters. A nadir view has no "up", so the 8 dihedral images (90° rotations
+and flips) are all plausible; there is no hue jitter (bands are not RGB).
+
+Pipeline (SimCLR's recipe, Chen et al. 2020, adapted to multi-band rasters):
+dihedral -> random resized crop -> brightness/contrast jitter -> gaussian blur
+-> gaussian noise -> band dropout.
+
+Randomness comes from an explicit :class:`torch.Generator` (or an int seed), so
+a view is reproducible. Random numbers are drawn on the generator's device and
+moved to the tile's device: pass a generator on the tiles' device for speed
+(``torch.Generator(device="cuda")``); the same seed gives different numbers on
+different devices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from antssl.errors import ConfigError
+
+__all__ = ["Augment", "AugmentConfig", "two_views"]
+
+Gen = torch.Generator | int | None
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings; probabilities are per sample, intensities in normalised units.
+
+    Attributes:
+        dihedral: random 90° rotation (square tiles; 180° otherwise) and horizontal flip.
+        crop_prob: probability of a random resized crop.
+        crop_scale: range of the crop's area as a fraction of the tile's.
+        crop_ratio: range of the crop's aspect ratio (width / height), sampled log-uniformly.
+        jitter_prob: probability of brightness/contrast jitter.
+        brightness: additive offset drawn from U[-brightness, brightness] (in std units).
+        contrast: factor drawn from U[1 - contrast, 1 + contrast] about the tile's band mean.
+        jitter_per_band: draw jitter per band instead of one draw for all bands.
+        blur_prob: probability of a gaussian blur.
+        blur_sigma: range of the blur's sigma in pixels.
+        noise_prob: probability of additive gaussian noise.
+        noise_std: the noise's std is drawn from U[0, noise_std].
+        band_drop_prob: probability of zeroing one random band (only when C > 1).
+    """
+
+    dihedral: bool = True
+    crop_prob: float = 1.0
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    jitter_per_band: bool = False
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    noise_prob: float = 0.5
+    noise_std: float = 0.1
+    band_drop_prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("crop_prob", "jitter_prob", "blur_prob", "noise_prob", "band_drop_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"augment {name} must be in [0, 1], got {p!r}")
+        for name in ("brightness", "noise_std"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.contrast < 1.0:
+            raise ConfigError(f"augment contrast must be in [0, 1), got {self.contrast!r}")
+        for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi:
+                raise ConfigError(
+                    f"augment {name} must be (lo, hi) with 0 < lo <= hi, got {(lo, hi)}"
+                )
+        if self.crop_scale[1] > 1.0:
+            raise ConfigError(f"augment crop_scale must not exceed 1, got {self.crop_scale}")
+
+
+def _generator(gen: Gen, device: torch.device) -> torch.Generator | None:
+    if isinstance(gen, int) and not isinstance(gen, bool):
+        g = torch.Generator(device=device)
+        g.manual_seed(gen)
+        return g
+    if gen is None or isinstance(gen, torch.Generator):
+        return gen
+    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {gen!r}")
+
+
+class _Rng:
+    """Draws on the generator's device (the tiles' device without one), returns on ``device``."""
+
+    def __init__(self, gen: torch.Generator | None, device: torch.device) -> None:
+        self.gen, self.device = gen, device
+        self.src = gen.device if gen is not None else device
+
+    def uniform(self, shape: tuple[int, ...], lo: float = 0.0, hi: float = 1.0) -> Tensor:
+        u = torch.rand(shape, generator=self.gen, device=self.src)
+        return (u * (hi - lo) + lo).to(self.device)
+
+    def bernoulli(self, n: int, p: float) -> Tensor:
+        return self.uniform((n,)) < p
+
+    def randint(self, n: int, high: int) -> Tensor:
+        return torch.randint(high, (n,), generator=self.gen, device=self.src).to(self.device)
+
+    def normal(self, shape: tuple[int, ...]) -> Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.src).to(self.device)
+
+
+def _dihedral(x: Tensor, rng: _Rng) -> Tensor:
+    """Per-sample rotation by k*90° and optional flip, exact (a pixel gather)."""
+    b, c, h, w = x.shape
+    index = torch.arange(h * w, device=x.device).view(h, w)
+    square = h == w
+    perms = []
+    for k in range(4) if square else (0, 2):
+        for flip in (False, True):
+            img = index.flip(-1) if flip else index
+            perms.append(torch.rot90(img, k, (0, 1)).reshape(-1))
+    table = torch.stack(perms)  # (T, H*W): source pixel of each output pixel
+    choice = rng.randint(b, len(perms))
+    idx = table[choice].unsqueeze(1).expand(b, c, h * w)
+    return x.reshape(b, c, h * w).gather(2, idx).view(b, c, h, w)
+
+
+def _resized_crop(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Per-sample crop inside the tile, resampled (bilinear) back to H x W."""
+    b = x.shape[0]
+    area = rng.uniform((b,), *cfg.crop_scale)
+    log_r = rng.uniform((b,), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
+    ratio = torch.exp(log_r)
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)  # half-extent in [-1, 1] coordinates
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (rng.uniform((b,)) * 2 - 1) * (1 - sx)
+    cy = (rng.uniform((b,)) * 2 - 1) * (1 - sy)
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    apply = rng.bernoulli(b, cfg.crop_prob).view(b, 1, 1, 1)
+    return torch.where(apply, out, x)
+
+
+def _jitter(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """``(x - mean) * contrast + mean + brightness`` per sample (and per band if asked)."""
+    b, c = x.shape[:2]
+    shape = (b, c if cfg.jitter_per_band else 1, 1, 1)
+    gain = rng.uniform(shape, 1 - cfg.contrast, 1 + cfg.contrast).to(x.dtype)
+    offset = rng.uniform(shape, -cfg.brightness, cfg.brightness).to(x.dtype)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    out = (x - mean) * gain + mean + offset
+    apply = rng.bernoulli(b, cfg.jitter_prob).view(b, 1, 1, 1)
+    return torch.where(apply, out, x)
+
+
+def _blur(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Separable gaussian blur, sigma per sample, reflect padding."""
+    b, c, h, w = x.shape
+    radius = min(math.ceil(3 * cfg.blur_sigma[1]), h - 1, w - 1)
+    if radius < 1:
+        return x
+    sigma = rng.uniform((b,), *cfg.blur_sigma).to(x.dtype)
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, K)
+    k = kernel.shape[1]
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, kernel.view(b * c, 1, k, 1), groups=b * c)
+    y = F.conv2d(y, kernel.view(b * c, 1, 1, k), groups=b * c).view(b, c, h, w)
+    apply = rng.bernoulli(b, cfg.blur_prob).view(b, 1, 1, 1)
+    return torch.where(apply, y, x)
+
+
+def _noise(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Additive gaussian noise with a per-sample std drawn from U[0, noise_std]."""
+    b = x.shape[0]
+    std = rng.uniform((b,), 0.0, cfg.noise_std) * rng.bernoulli(b, cfg.noise_prob)
+    return x + rng.normal(tuple(x.shape)).to(x.dtype) * std.view(b, 1, 1, 1).to(x.dtype)
+
+
+def _band_drop(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Zero one random band per sample with probability p; never all bands (needs C > 1)."""
+    b, c = x.shape[:2]
+    if c < 2:
+        return x
+    band = rng.randint(b, c)
+    drop = F.one_hot(band, c).bool() & rng.bernoulli(b, cfg.band_drop_prob)[:, None]
+    return x.masked_fill(drop[:, :, None, None], 0.0)
+
+
+class Augment(nn.Module):
+    """Random augmentation of a batch of tiles; see :class:`AugmentConfig`.
+
+    ``forward(x, generator)``: ``x`` ``(B, C, H, W)`` floating tensor on any
+    device -> a new tensor of the same shape, dtype and device. ``generator``
+    is a :class:`torch.Generator`, an int seed, or None (torch's global RNG).
+    """
+
+    def __init__(self, config: AugmentConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or AugmentConfig()
+
+    def forward(self, x: Tensor, generator: Gen = None) -> Tensor:
+        if x.ndim != 4 or not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating (B, C, H, W) batch of tiles, got {x.dtype} {tuple(x.shape)}"
+            )
+        cfg = self.config
+        rng = _Rng(_generator(generator, x.device), x.device)
+        if cfg.dihedral:
+            x = _dihedral(x, rng)
+        if cfg.crop_prob > 0:
+            x = _resized_crop(x, rng, cfg)
+        if cfg.jitter_prob > 0:
+            x = _jitter(x, rng, cfg)
+        if cfg.blur_prob > 0:
+            x = _blur(x, rng, cfg)
+        if cfg.noise_prob > 0 and cfg.noise_std > 0:
+            x = _noise(x, rng, cfg)
+        if cfg.band_drop_prob > 0:
+            x = _band_drop(x, rng, cfg)
+        return x
+
+    def two_views(self, x: Tensor, generator: Gen = None) -> tuple[Tensor, Tensor]:
+        """Two independent augmentations of ``x``, each ``(B, C, H, W)``.
+
+        With an int seed, both views come from one generator seeded once.
+        """
+        gen = _generator(generator, x.device)
+        return self(x, gen), self(x, gen)
+
+
+def two_views(
+    x: Tensor, gen: Gen = None, config: AugmentConfig | None = None
+) -> tuple[Tensor, Tensor]:
+    """Two independently augmented views ``(v1, v2)`` of tiles ``x`` ``(B, C, H, W)``."""
+    return Augment(config).two_views(x, gen)

@@ -1,0 +1,156 @@
+"""Augmentations: shapes, exact dihedral images, reproducibility, per-op properties."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from antssl.errors import ConfigError
+from antssl.ssl import Augment, AugmentConfig, two_views
+
+OFF = AugmentConfig(
+    dihedral=False,
+    crop_prob=0.0,
+    jitter_prob=0.0,
+    blur_prob=0.0,
+    noise_prob=0.0,
+    band_drop_prob=0.0,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy CPU makes them spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def only(**kwargs: Any) -> Augment:
+    """An Augment with every op off except those set in kwargs."""
+    return Augment(dataclasses.replace(OFF, **kwargs))
+
+
+def tiles(b: int = 16, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def dihedral_images(t: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of a (C, H, W) tile under rotations by 90° and flips."""
+    out = []
+    for img in (t, t.flip(-1)):
+        out += [torch.rot90(img, k, (-2, -1)) for k in range(4)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("c", "h", "w"), [(1, 32, 32), (4, 64, 64), (8, 24, 40)])
+def test_default_augment_preserves_shape_dtype_and_is_finite(
+    dtype: torch.dtype, c: int, h: int, w: int
+) -> None:
+    x = tiles(8, c, h, w).to(dtype)
+    x[:, :, :4] = 0.0  # nodata stripe
+    out = Augment()(x, 0)
+    assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(Augment()(torch.zeros(4, c, h, w, dtype=dtype), 1)).all()
+
+
+def test_dihedral_only_gives_one_of_the_eight_images_exactly() -> None:
+    x = tiles(64, 2, 16, 16)
+    out = only(dihedral=True)(x, 3)
+    seen = set()
+    for xi, oi in zip(x, out, strict=True):
+        matches = [j for j, img in enumerate(dihedral_images(xi)) if torch.equal(img, oi)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
+
+
+def test_dihedral_on_non_square_tiles_keeps_the_shape() -> None:
+    x = tiles(32, 1, 8, 12)
+    out = only(dihedral=True)(x, 0)
+    assert out.shape == x.shape
+    for xi, oi in zip(x, out, strict=True):
+        allowed = [xi, xi.flip(-1), xi.flip(-2), xi.flip(-1).flip(-2)]
+        assert any(torch.equal(a, oi) for a in allowed)
+
+
+def test_same_generator_state_reproduces_and_views_differ() -> None:
+    x = tiles()
+    a1, a2 = two_views(x, torch.Generator().manual_seed(7))
+    b1, b2 = two_views(x, torch.Generator().manual_seed(7))
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.allclose(a1, a2)
+    c1, _ = two_views(x, 8)
+    assert not torch.allclose(a1, c1)
+    assert torch.equal(Augment()(x, 5), Augment()(x, 5))
+
+
+def test_band_dropout_zeroes_one_band_never_all() -> None:
+    x = torch.ones(200, 3, 8, 8)
+    out = only(band_drop_prob=1.0)(x, 0)
+    zeroed = (out.abs().sum(dim=(2, 3)) == 0).sum(dim=1)
+    assert torch.equal(zeroed, torch.ones(200, dtype=torch.long))
+    two = only(band_drop_prob=1.0)(torch.ones(200, 2, 4, 4), 1)
+    assert (two.abs().sum(dim=(1, 2, 3)) > 0).all()
+    half = only(band_drop_prob=0.5)(x, 2)
+    frac = (half.abs().sum(dim=(1, 2, 3)) < 3 * 64).float().mean().item()
+    assert 0.3 < frac < 0.7
+    single = torch.ones(10, 1, 4, 4)
+    assert torch.equal(only(band_drop_prob=1.0)(single, 0), single)
+
+
+def test_full_crop_is_the_identity_and_small_crops_zoom_in() -> None:
+    ramp = torch.arange(32.0).expand(4, 2, 32, 32).contiguous()
+    same = only(crop_prob=1.0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))(ramp, 0)
+    torch.testing.assert_close(same, ramp, atol=1e-4, rtol=0)
+    crop = only(crop_prob=1.0, crop_scale=(0.1, 0.25))(ramp, 0)
+    span = crop.amax(dim=(1, 2, 3)) - crop.amin(dim=(1, 2, 3))
+    assert (span < 0.6 * 31).all()  # a crop at most half as wide spans at most ~half the ramp
+    assert (crop >= 0).all() and (crop <= 31).all()  # the crop stays inside the tile
+
+
+def test_jitter_is_affine_per_sample_and_bounded() -> None:
+    x = tiles(32, 2, 16, 16)
+    out = only(jitter_prob=1.0, contrast=0.0, brightness=0.3)(x, 0)
+    diff = out - x
+    assert torch.allclose(diff, diff[:, :1, :1, :1].expand_as(diff), atol=1e-6)
+    assert diff.abs().max() <= 0.3 + 1e-6
+    per_band = only(jitter_prob=1.0, contrast=0.0, brightness=0.3, jitter_per_band=True)(x, 0)
+    d = (per_band - x)[:, :, 0, 0]
+    assert not torch.allclose(d[:, 0], d[:, 1])
+    contrast = only(jitter_prob=1.0, contrast=0.5, brightness=0.0)(x, 0)
+    torch.testing.assert_close(contrast.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=1e-5, rtol=0)
+
+
+def test_blur_keeps_constant_tiles_and_smooths_noise() -> None:
+    const = torch.full((4, 2, 16, 16), 2.5)
+    torch.testing.assert_close(only(blur_prob=1.0)(const, 0), const)
+    x = tiles(8, 1, 32, 32)
+    blurred = only(blur_prob=1.0, blur_sigma=(1.0, 2.0))(x, 0)
+    assert (blurred.std(dim=(1, 2, 3)) < 0.7 * x.std(dim=(1, 2, 3))).all()
+
+
+def test_noise_is_bounded_by_its_std() -> None:
+    x = torch.zeros(64, 1, 32, 32)
+    out = only(noise_prob=1.0, noise_std=0.2)(x, 0)
+    std = out.std(dim=(1, 2, 3))
+    assert (std < 0.25).all() and std.max() > 0.1
+    assert abs(out.mean().item()) < 0.01
+
+
+def test_invalid_config_and_input_are_refused() -> None:
+    with pytest.raises(ConfigError, match="crop_prob"):
+        AugmentConfig(crop_prob=1.5)
+    with pytest.raises(ConfigError, match="crop_scale"):
+        AugmentConfig(crop_scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="floating"):
+        Augment()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        Augment()(torch.zeros(1, 8, 8))

@@ -1,0 +1,115 @@
+"""Encoders and the SSL model: shapes, strides, registry errors, specs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from antssl.config import TrainConfig
+from antssl.errors import ConfigError
+from antssl.ssl import (
+    BACKBONES,
+    SPEC_KEYS,
+    SSLModel,
+    build_backbone,
+    build_model,
+    build_model_from_spec,
+    model_spec,
+)
+
+STRIDE = {"resnet_small": 8, "resnet18": 16}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy CPU makes them spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize(("bands", "size"), [(1, 64), (3, 32), (8, 17), (2, 1)])
+def test_backbone_output_shape(name: str, bands: int, size: int) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(name, bands, width=8, depth=1, embed_dim=24)
+    x = torch.randn(3, bands, size, size)
+    out = net(x)
+    assert out.shape == (3, 24)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_total_stride_and_widths(name: str) -> None:
+    net = build_backbone(name, 4, width=8, depth=2, embed_dim=16)
+    fmap = net.stages(net.stem(torch.randn(2, 4, 64, 64)))
+    stages = 3 if name == "resnet_small" else 4
+    assert fmap.shape == (2, 8 * 2 ** (stages - 1), 64 // STRIDE[name], 64 // STRIDE[name])
+    assert sum(isinstance(m, nn.Conv2d) for m in net.stages.modules()) >= 2 * 2 * stages
+
+
+def test_backbone_depth_counts_blocks_per_stage() -> None:
+    shallow = build_backbone("resnet18", 3, width=8, depth=1, embed_dim=16)
+    deep = build_backbone("resnet18", 3, width=8, depth=2, embed_dim=16)
+    assert len(shallow.stages) == 4 and len(deep.stages) == 8
+
+
+def test_unknown_backbone_names_the_choices() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_backbone("vit_huge", 3, 8, 1, 16)
+    msg = str(err.value)
+    assert "vit_huge" in msg and "resnet18" in msg and "resnet_small" in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_invalid_sizes_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="in_bands"):
+        build_backbone("resnet_small", 0, 8, 1, 16)
+
+
+def test_wrong_band_count_is_a_clear_error() -> None:
+    net = build_backbone("resnet_small", 4, 8, 1, 16)
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        net(torch.randn(2, 3, 32, 32))
+
+
+def test_model_forward_and_embed_dims() -> None:
+    cfg = TrainConfig(width=8, depth=1, embed_dim=32, proj_dim=16)
+    model = build_model(cfg, in_bands=5)
+    assert isinstance(model, SSLModel)
+    x = torch.randn(4, 5, 32, 32)
+    assert model(x).shape == (4, 16)
+    assert model.embed(x).shape == (4, 32)
+    # A batch of one trains (the head has no BatchNorm; backbone BN uses spatial statistics).
+    model(torch.randn(1, 5, 32, 32)).sum().backward()
+
+
+def test_model_spec_is_json_and_rebuilds_the_same_architecture() -> None:
+    cfg = TrainConfig(backbone="resnet18", width=8, depth=1, embed_dim=16, proj_dim=8)
+    spec = model_spec(cfg, 3)
+    assert tuple(spec) == SPEC_KEYS
+    assert json.loads(json.dumps(spec)) == spec
+    a = build_model(cfg, 3).state_dict()
+    b = build_model_from_spec(spec).state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+
+
+def test_bad_spec_names_missing_and_unknown_keys() -> None:
+    spec = model_spec(TrainConfig(), 3)
+    del spec["width"]
+    spec["colour"] = "blue"
+    with pytest.raises(ConfigError, match=r"width.*colour"):
+        build_model_from_spec(spec)
+
+
+def test_batchnorm_converts_to_syncbatchnorm() -> None:
+    model = build_model(TrainConfig(width=8, depth=1), 2)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    assert not any(type(m) is nn.BatchNorm2d for m in synced.modules())

@@ -1,0 +1,204 @@
+"""Losses against independent reference formulas; gathers in one and in two real processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from antssl.config import TrainConfig
+from antssl.errors import ConfigError
+from antssl.ssl import (
+    OBJECTIVES,
+    SimCLRLoss,
+    VICRegLoss,
+    all_gather_sizes,
+    all_reduce_mean,
+    build_objective,
+    gather_with_grad,
+    nt_xent_loss,
+    rank,
+    vicreg_loss,
+    world_size,
+)
+from antssl.ssl.objectives import covariance_loss, invariance_loss, variance_loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy CPU makes them spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pair(n: int = 6, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(
+        n, d, generator=g, dtype=torch.float64
+    )
+
+
+def nt_xent_by_loops(z1: np.ndarray, z2: np.ndarray, t: float) -> float:
+    """SimCLR eq. (1) written out: 2N anchors, positive = other view, all others in the sum."""
+    z = np.concatenate([z1, z2])
+    n = len(z1)
+    total = 0.0
+    for k in range(2 * n):
+        pos = (k + n) % (2 * n)
+
+        def sim(a: int, b: int) -> float:
+            return float(z[a] @ z[b] / (np.linalg.norm(z[a]) * np.linalg.norm(z[b])))
+
+        denom = sum(math.exp(sim(k, j) / t) for j in range(2 * n) if j != k)
+        total += -math.log(math.exp(sim(k, pos) / t) / denom)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_the_explicit_formula(t: float) -> None:
+    z1, z2 = pair()
+    expected = nt_xent_by_loops(z1.numpy(), z2.numpy(), t)
+    assert nt_xent_loss(z1, z2, t).item() == pytest.approx(expected, rel=1e-10)
+    assert SimCLRLoss(t)(z1, z2).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_nt_xent_gradient_and_rank_decomposition() -> None:
+    z1, z2 = (z.requires_grad_() for z in pair(5, 3, seed=1))
+    assert torch.autograd.gradcheck(lambda a, b: nt_xent_loss(a, b, 0.3), (z1, z2))
+    # Two emulated ranks (3 + 2 rows): the local losses, weighted by rows, give the full loss.
+    full = nt_xent_loss(z1, z2, 0.3)
+    parts = [nt_xent_loss(z1[s], z2[s], 0.3, z1, z2, s.start) for s in (slice(0, 3), slice(3, 5))]
+    assert (3 * parts[0] + 2 * parts[1]).item() / 5 == pytest.approx(full.item(), rel=1e-12)
+
+
+def test_vicreg_terms_match_numpy() -> None:
+    z1, z2 = pair(7, 5, seed=2)
+    a, b = z1.numpy(), z2.numpy()
+    inv = np.mean((a - b) ** 2)
+    var = [np.mean(np.maximum(0, 1 - np.sqrt(np.var(z, axis=0, ddof=1) + 1e-4))) for z in (a, b)]
+    cov = []
+    for z in (a, b):
+        c = np.cov(z, rowvar=False)
+        cov.append((np.sum(c**2) - np.sum(np.diag(c) ** 2)) / z.shape[1])
+    assert invariance_loss(z1, z2).item() == pytest.approx(inv, rel=1e-12)
+    assert variance_loss(z1).item() == pytest.approx(var[0], rel=1e-12)
+    assert covariance_loss(z2).item() == pytest.approx(cov[1], rel=1e-12)
+    total = 25 * inv + 25 * (var[0] + var[1]) / 2 + (cov[0] + cov[1])
+    assert vicreg_loss(z1, z2).item() == pytest.approx(total, rel=1e-12)
+    assert VICRegLoss()(z1, z2).item() == pytest.approx(total, rel=1e-12)
+    # Scaled so the per-dimension stds sit below 1, where the variance hinge is active.
+    s1, s2 = (0.7 * z1).requires_grad_(), (0.7 * z2).requires_grad_()
+    assert (s1.std(dim=0) < 1).any()
+    assert torch.autograd.gradcheck(vicreg_loss, (s1, s2))
+
+
+def test_registry_and_unknown_objective() -> None:
+    assert isinstance(build_objective(TrainConfig(objective="simclr", temperature=0.3)), SimCLRLoss)
+    assert build_objective(TrainConfig(objective="simclr", temperature=0.3)).temperature == 0.3
+    assert isinstance(build_objective(TrainConfig(objective="vicreg")), VICRegLoss)
+    with pytest.raises(ConfigError) as err:
+        build_objective(TrainConfig(objective="byol"))
+    assert "byol" in str(err.value) and all(name in str(err.value) for name in OBJECTIVES)
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="equal shape"):
+        SimCLRLoss()(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="at least 2"):
+        VICRegLoss()(torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(ConfigError, match="temperature"):
+        SimCLRLoss(0.0)
+
+
+def test_single_process_helpers_are_identities() -> None:
+    assert world_size() == 1 and rank() == 0 and all_gather_sizes(5) == [5]
+    x = torch.randn(4, 3, requires_grad=True)
+    y = gather_with_grad(x)
+    assert torch.equal(y, x)
+    (y * 2).sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, torch.full_like(x, 2.0))
+    assert torch.equal(all_reduce_mean(torch.tensor([3.0])), torch.tensor([3.0]))
+
+
+# ---- two real processes (gloo on 127.0.0.1) -------------------------------------------------
+
+N, D, T = 8, 5, 0.3
+
+
+def _worker(r: int, port: int, out_dir: str) -> None:
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r, world_size=2,
+        timeout=timedelta(seconds=20),
+    )  # fmt: skip
+    try:
+        z1, z2 = pair(N, D, seed=3)
+        half = slice(r * N // 2, (r + 1) * N // 2)
+        res: dict[str, object] = {"rank": rank(), "world": world_size()}
+        for name, loss_fn in (("simclr", SimCLRLoss(T)), ("vicreg", VICRegLoss())):
+            a, b = z1[half].clone().requires_grad_(), z2[half].clone().requires_grad_()
+            loss = loss_fn(a, b)
+            loss.backward()
+            res[name] = (loss.detach(), a.grad, b.grad)
+        # Uneven shares (3 + 5 rows): forward concatenates, backward sums over ranks.
+        uneven = slice(0, 3) if r == 0 else slice(3, N)
+        x = z1[uneven].clone().requires_grad_()
+        gathered = gather_with_grad(x)
+        (gathered * z2).sum().backward()
+        res["gathered"], res["gather_grad"] = gathered.detach(), x.grad
+        res["mean"] = all_reduce_mean(torch.tensor([float(r)]))
+        torch.save(res, Path(out_dir) / f"rank{r}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
+    ctx = mp.start_processes(
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 45
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process gloo workers did not finish within 45 s")
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [(x["rank"], x["world"]) for x in res] == [(0, 2), (1, 2)]
+    z1, z2 = pair(N, D, seed=3)
+    for name, loss_fn in (("simclr", SimCLRLoss(T)), ("vicreg", VICRegLoss())):
+        a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        full = loss_fn(a, b)
+        full.backward()
+        losses = torch.stack([x[name][0] for x in res])
+        torch.testing.assert_close(losses.mean(), full.detach(), rtol=1e-12, atol=0)
+        # DDP averages gradients over ranks: local grad / world size = full-batch grad slice.
+        grad_a = torch.cat([x[name][1] for x in res]) / 2
+        grad_b = torch.cat([x[name][2] for x in res]) / 2
+        torch.testing.assert_close(grad_a, a.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad_b, b.grad, rtol=1e-10, atol=1e-12)
+    for x in res:
+        assert torch.equal(x["gathered"], z1)
+        assert x["mean"].item() == 0.5
+    torch.testing.assert_close(torch.cat([x["gather_grad"] for x in res]), 2 * z2)

@@ -181,7 +181,7 @@ def load_checkpoint(
         state = torch.load(model_path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise StorageError(f"checkpoint {dirpath} has no {MODEL_FILE}") from None
-    except Exception as err:  # corrupt file or non-tensor content
+    except Exception as err:  # noqa: BLE001 - corrupt file or non-tensor content
         raise StorageError(f"cannot load weights {model_path}: {err}") from None
     try:
         model.load_state_dict(state)
@@ -216,7 +216,7 @@ def load_training_state(
         raise StorageError(
             f"checkpoint {dirpath} has no {OPTIM_FILE}: it was saved without an optimizer"
         ) from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable state is a storage error
         raise StorageError(f"cannot load training state {path}: {err}") from None
     optimizer.load_state_dict(training["optimizer"])
     for name, wanted in (("scheduler", scheduler), ("generator", generator)):

@@ -68,6 +68,12 @@ def cmd_tiles(args: argparse.Namespace) -> None:
     tiles.run(_config(args), force=args.force)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from antssl import train
+
+    train.run(_config(args))
+
+
 def cmd_stream(args: argparse.Namespace) -> None:
     """Stream every tile through Ray Data once and report the rate."""
     from antssl import catalog, workspace
@@ -124,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("tiles", cmd_tiles, "plan the coastal tile catalog, stats and previews"),
         ("stream", cmd_stream, "stream every tile through Ray Data once"),
+        ("pretrain", cmd_pretrain, "self-supervised pretraining on Ray Train"),
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("--config", required=True, help="YAML config file")

@@ -156,8 +156,31 @@ class TrainConfig(_Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts a run survives.")
+    log_every: int = Field(10, ge=1, description="Steps between progress reports.")
+    num_to_keep: int = Field(3, ge=1, description="Checkpoints kept on the workspace.")
+    materialize: bool = Field(
+        True, description="Hold the tile dataset in the object store across epochs (no re-reads)."
+    )
+    inject_failure_at_step: int | None = Field(
+        None,
+        description="Fault-tolerance drill: the last worker dies once at this step (first attempt "
+        "only), and the run must resume from its latest checkpoint.",
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must be < train.steps ({self.steps})"
+            )
+        if self.batch_size < 2 * self.num_workers:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must give each of the "
+                f"{self.num_workers} workers at least 2 tiles"
+            )
+        return self
 
 
 class Config(_Section):

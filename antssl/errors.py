@@ -39,3 +39,7 @@ class EmptyResultError(AntsslError, ValueError):
 
 class StageOrderError(AntsslError, RuntimeError):
     """A stage needs the output of an earlier stage that is not in the workspace."""
+
+
+class TrainingDivergedError(AntsslError, RuntimeError):
+    """Training produced a NaN/inf loss (or no checkpoint); the message names the step."""

@@ -140,6 +140,32 @@ def gdal_env(storage: StorageConfig) -> dict[str, Any]:
     return opts
 
 
+def pyarrow_filesystem(uri: str, storage_cfg: StorageConfig) -> tuple[Any, str]:
+    """A pyarrow filesystem (for Ray Train's ``storage_filesystem``) and the path without scheme.
+
+    S3 goes through the same s3fs settings as everything else (wrapped with
+    ``FSSpecHandler``), so custom endpoints and retries apply to checkpoints too.
+    """
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, storage_cfg)
+    if scheme_of(uri) == "file":
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def download_dir(uri: str, dest: Path, storage_cfg: StorageConfig) -> Path:
+    """Copy a folder (e.g. a checkpoint) from any storage into the local folder ``dest``."""
+    fs, path = filesystem(uri, storage_cfg)
+    if scheme_of(uri) == "file":
+        return Path(path)
+    try:
+        fs.get(path.rstrip("/") + "/", str(dest) + "/", recursive=True)
+    except Exception as err:
+        raise StorageError(f"cannot download {uri}: {err}") from err
+    return dest
+
+
 def worker_env(storage: StorageConfig) -> dict[str, str]:
     """Environment variables Ray workers need to reach the same storage (for ``runtime_env``)."""
     env = {k: os.environ[k] for k in _ENV_PASSTHROUGH if k in os.environ}

@@ -1,0 +1,311 @@
+"""The pretrain stage: self-supervised pretraining with Ray Train (TorchTrainer, DDP).
+
+``run(config) -> URI of the final checkpoint``. The tile stream of the tiles
+stage is sharded to ``train.num_workers`` workers (GPU + NCCL on a cluster,
+CPU + gloo here). Every ``train.checkpoint_every`` steps rank 0 writes a
+weights-only checkpoint (state dict, model spec, normalisation stats, optimizer
+state) that Ray Train uploads to ``<workspace>/checkpoints/<run>/``. The run
+name is derived from the config, so re-running the same config resumes from
+the latest checkpoint, and ``FailureConfig`` restarts the worker group from
+it when a worker dies. ``checkpoints/latest.json`` is the completion marker
+the embed stage reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from antssl import catalog, storage, workspace
+from antssl.config import Config
+from antssl.data import tile_dataset
+from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
+from antssl.reader import BandStats
+from antssl.runtime import ensure_ray
+from antssl.ssl import (
+    Augment,
+    all_reduce_mean,
+    build_model,
+    build_objective,
+    load_checkpoint,
+    load_training_state,
+    model_spec,
+    save_checkpoint,
+)
+from antssl.tiles import load_infos
+
+log = logging.getLogger(__name__)
+DIGEST_SECTIONS = ("tiling", "mask", "scenes", "train")
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def run_name(config: Config) -> str:
+    return f"pretrain-{config.digest(*DIGEST_SECTIONS)}"
+
+
+def latest_uri(config: Config) -> str:
+    return storage.join(workspace.checkpoints_uri(config), "latest.json")
+
+
+def read_latest(config: Config) -> dict[str, Any] | None:
+    """The completion marker of the last finished pretraining run, if any."""
+    uri = latest_uri(config)
+    if not storage.exists(uri, config.storage):
+        return None
+    return dict(json.loads(storage.read_text(uri, config.storage)))
+
+
+def _check_resources(config: Config) -> None:
+    t = config.train
+    res = ray.cluster_resources()
+    need_cpu = t.num_workers * t.cpus_per_worker
+    if t.use_gpu and res.get("GPU", 0) < t.num_workers:
+        raise ConfigError(
+            f"train.num_workers={t.num_workers} with use_gpu needs {t.num_workers} GPU(s); "
+            f"the cluster has {res.get('GPU', 0):g}. Lower train.num_workers or add GPU nodes"
+        )
+    if res.get("CPU", 0) < need_cpu + 0.5:
+        raise ConfigError(
+            f"train.num_workers × train.cpus_per_worker = {need_cpu:g} CPU, but the cluster has "
+            f"{res.get('CPU', 0):g} and Ray Data needs some to read tiles; lower "
+            "train.cpus_per_worker (e.g. 0.5) or train.num_workers"
+        )
+
+
+def run(config: Config) -> str:
+    """Pretrain the encoder; returns the URI of the final checkpoint."""
+    t = config.train
+    done = read_latest(config)
+    if done and done.get("run") == run_name(config) and done.get("step") == t.steps:
+        log.info("pretrain: %s is complete for this config; skipping", done["checkpoint"])
+        return str(done["checkpoint"])
+    cat = catalog.read(workspace.catalog_uri(config), config.storage)
+    if not storage.exists(workspace.stats_uri(config), config.storage):
+        raise StageOrderError("no stats.json in the workspace: run `antssl tiles --config …`")
+    stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
+    infos = load_infos(config)
+    in_bands = len(stats.bands)
+    if t.batch_size > len(cat):
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} is larger than the {len(cat)} tiles in the catalog"
+        )
+    build_model(t, in_bands)  # unknown backbone → ConfigError before any worker starts
+    build_objective(t)
+    ensure_ray(config)
+    _check_resources(config)
+
+    ds = tile_dataset(cat, infos, config, stats).select_columns(["image"])
+    if t.materialize:
+        ds = ds.materialize()
+    ckpt_root = workspace.checkpoints_uri(config)
+    pa_fs, pa_path = storage.pyarrow_filesystem(ckpt_root, config.storage)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "config": config,
+            "stats": stats,
+            "in_bands": in_bands,
+            "run": run_name(config),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=run_name(config),
+            storage_path=pa_path,
+            storage_filesystem=pa_fs,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.num_to_keep),
+            worker_runtime_env={"env_vars": storage.worker_env(config.storage)},
+        ),
+        datasets={"train": ds},
+    )
+    print(
+        f"pretrain: {t.objective} on {len(cat)} tiles, {t.num_workers} worker(s), "
+        f"{t.steps} steps; checkpoints under {ckpt_root}/{run_name(config)}/"
+    )
+    result = trainer.fit()
+    metrics = result.metrics or {}
+    ckpt = result.checkpoint
+    if metrics.get("diverged"):
+        last = ckpt.path if ckpt else "none"
+        raise TrainingDivergedError(
+            f"loss became NaN/inf at step {metrics.get('step')}; last good checkpoint: {last}. "
+            "Lower train.lr or check the tiles' statistics"
+        )
+    if ckpt is None:
+        raise TrainingDivergedError("training finished without a checkpoint")
+    prefix = "file://" if storage.scheme_of(ckpt_root) == "file" else "s3://"
+    ckpt_uri = prefix + ckpt.path.lstrip("/") if prefix == "s3://" else prefix + ckpt.path
+    marker = {
+        "run": run_name(config),
+        "checkpoint": ckpt_uri,
+        "step": int(metrics["step"]),
+        "loss": metrics.get("loss"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    storage.write_text(latest_uri(config), json.dumps(marker, indent=2), config.storage)
+    print(f"pretrain: step {marker['step']}, loss {marker['loss']:.4f}; checkpoint {ckpt_uri}")
+    return ckpt_uri
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Per-worker training loop (runs inside Ray Train workers)."""
+    config: Config = loop_config["config"]
+    stats: BandStats = loop_config["stats"]
+    t = config.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(t.cpus_per_worker)))
+    torch.manual_seed(t.seed)
+    spec = model_spec(t, loop_config["in_bands"])
+    model = build_model(t, loop_config["in_bands"])
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            model.load_state_dict(load_checkpoint(d, expect_spec=spec)[0].state_dict())
+    if world > 1 and device.type == "cuda":  # SyncBatchNorm is GPU-only; CPU workers keep local BN
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
+    step, resumed_from = 0, None
+    if restored:
+        with restored.as_directory() as d:
+            step = resumed_from = load_training_state(d, opt, sched)
+        if rank == 0:
+            print(f"pretrain: resumed from step {step} ({restored.path})")
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = build_objective(t)
+    augment = Augment().to(device)
+    gen = torch.Generator(device=device)
+    local_bs = t.batch_size // world
+    shard = ray.train.get_dataset_shard("train")
+    use_amp = device.type == "cuda"
+    tiles_seen, t0 = 0, time.perf_counter()
+    while step < t.steps:
+        for batch in shard.iter_torch_batches(
+            batch_size=local_bs,
+            drop_last=True,
+            dtypes=torch.float32,
+            device=device,
+            local_shuffle_buffer_size=4 * local_bs,
+        ):
+            gen.manual_seed(t.seed + 1_000_003 * step + rank)
+            x = batch["image"]
+            v1, v2 = augment.two_views(x, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                z1, z2 = model(v1), model(v2)
+                loss = loss_fn(z1.float(), z2.float())
+            if not torch.isfinite(loss):
+                ray.train.report({"step": step, "diverged": True, "loss": float("nan")})
+                return
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            tiles_seen += x.shape[0] * world
+            if step % t.log_every and step % t.checkpoint_every and step != t.steps:
+                continue
+            with torch.no_grad():
+                std = torch.nn.functional.normalize(z1.float(), dim=1).std(dim=0).mean()
+            metrics = {
+                "step": step,
+                "loss": float(all_reduce_mean(loss.detach())),
+                "lr": sched.get_last_lr()[0],
+                "embedding_std": float(all_reduce_mean(std)),
+                "tiles_per_s": tiles_seen / (time.perf_counter() - t0),
+                "diverged": False,
+            }
+            if rank == 0:
+                print(
+                    "pretrain: "
+                    + " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in metrics.items()
+                    )
+                )
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                extra = {"run": loop_config["run"], "resumed_from": resumed_from}
+                _report_checkpoint(model, spec, stats, step, opt, sched, metrics, extra, rank)
+            else:
+                ray.train.report(metrics)
+            _maybe_fail(t.inject_failure_at_step, step, rank, world, restored is not None)
+            if step >= t.steps:
+                break
+
+
+def _report_checkpoint(
+    model: torch.nn.Module,
+    spec: dict[str, Any],
+    stats: BandStats,
+    step: int,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    metrics: dict[str, Any],
+    extra: dict[str, Any],
+    rank: int,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            save_checkpoint(
+                tmp,
+                model,
+                spec,
+                stats.__dict__,
+                step,
+                extra,
+                optimizer=opt,
+                scheduler=sched,
+            )
+            ckpt = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _maybe_fail(at: int | None, step: int, rank: int, world: int, resumed: bool) -> None:
+    """Fault-tolerance drill: the last worker dies abruptly once, on the first attempt."""
+    if at is not None and step == at and rank == world - 1 and not resumed:
+        print(f"pretrain: injected failure on rank {rank} at step {step}", flush=True)
+        os._exit(1)
+
+
+def load_encoder(config: Config, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The final pretrained model and its metadata (spec, stats, step) from the workspace."""
+    done = read_latest(config)
+    if done is None:
+        raise StageOrderError(
+            f"no finished pretraining in {workspace.checkpoints_uri(config)}: "
+            "run `antssl pretrain --config …` first"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.download_dir(done["checkpoint"], Path(tmp), config.storage)
+        model, meta = load_checkpoint(local, map_location=device)
+    return model, meta

@@ -1,0 +1,132 @@
+"""Ray Train pretraining: 2 CPU workers (gloo), checkpoints on the local S3 server, a worker
+failure survived, bad settings refused before training starts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import torch
+
+from antssl import storage, tiles, train, workspace
+from antssl.cli import sample_config
+from antssl.config import Config, parse_config
+from antssl.errors import ConfigError, StageOrderError
+from antssl.ssl import Augment, build_model, build_objective, load_checkpoint, read_meta
+from tests.conftest import upload
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+TRAIN = {
+    "width": 8,
+    "depth": 1,
+    "embed_dim": 32,
+    "proj_dim": 32,
+    "steps": 24,
+    "warmup_steps": 2,
+    "batch_size": 32,
+    "checkpoint_every": 8,
+    "log_every": 4,
+    "num_workers": 2,
+    "cpus_per_worker": 0.5,
+    "lr": 3e-3,
+    "max_failures": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def s3_workspace(sample, s3_endpoint: str) -> dict:
+    """Sample scenes and a planned tile catalog on the local S3 server."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    for p in sample.scenes:
+        upload(p, s3_endpoint, name, f"scenes/{p.name}")
+    upload(sample.coastline, s3_endpoint, name, "coastline.gpkg")
+    data = sample_config(sample.root, Path("/unused"))
+    data.update(
+        {
+            "workspace": f"s3://{name}/ws",
+            "storage": {"endpoint_url": s3_endpoint},
+            "scenes": {"glob": f"s3://{name}/scenes/*.tif"},
+        }
+    )
+    data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
+    tiles.run(parse_config(data))
+    return data
+
+
+def with_train(base: dict, **over) -> Config:
+    return parse_config({**base, "train": {**TRAIN, **over}})
+
+
+def fixed_batch_loss(model: torch.nn.Module, cfg: Config) -> float:
+    """SimCLR loss of ``model`` on the same 64 tiles and the same augmentation draw."""
+    from antssl import catalog
+    from antssl.data import tile_dataset
+    from antssl.reader import BandStats
+
+    cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage).iloc[:64]
+    stats = BandStats.from_json(storage.read_text(workspace.stats_uri(cfg), cfg.storage))
+    ds = tile_dataset(cat, tiles.load_infos(cfg), cfg, stats)
+    batch = next(iter(ds.iter_batches(batch_size=64, batch_format="numpy")))
+    x = torch.from_numpy(np.asarray(batch["image"]))
+    v1, v2 = Augment().two_views(x, torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        return float(build_objective(cfg.train)(model(v1), model(v2)))
+
+
+def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dict) -> None:
+    cfg = with_train(s3_workspace)
+    uri = train.run(cfg)
+    assert uri.startswith(f"{cfg.workspace}/checkpoints/{train.run_name(cfg)}/")
+    latest = json.loads(storage.read_text(train.latest_uri(cfg), cfg.storage))
+    assert latest["step"] == 24 and latest["checkpoint"] == uri
+    model, meta = train.load_encoder(cfg)
+    assert meta["step"] == 24 and meta["spec"]["in_bands"] == 3
+    assert set(meta["stats"]) >= {"mean", "std", "bands"}
+    torch.manual_seed(cfg.train.seed)
+    untrained = build_model(cfg.train, 3)
+    assert fixed_batch_loss(model, cfg) < fixed_batch_loss(untrained, cfg) - 0.05
+    # the checkpoint alone embeds tiles: (B, C, 64, 64) -> (B, embed_dim)
+    assert model.embed(torch.zeros(2, 3, 64, 64)).shape == (2, 32)
+    # a finished run is not redone
+    fs, path = storage.filesystem(cfg.workspace, cfg.storage)
+    before = sorted(fs.find(path + "/checkpoints"))
+    assert train.run(cfg) == uri
+    assert sorted(fs.find(path + "/checkpoints")) == before
+
+
+def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
+    cfg = with_train(s3_workspace, steps=16, inject_failure_at_step=8, checkpoint_every=4)
+    uri = train.run(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.download_dir(uri, Path(tmp), cfg.storage)
+        meta = read_meta(local)
+        assert meta["step"] == 16  # the planned step count
+        # restarted from the latest checkpoint registered before the worker died (step 4 or 8)
+        assert meta["extra"]["resumed_from"] in (4, 8)
+        load_checkpoint(local)  # weights-only load works
+
+
+def test_bad_settings_fail_before_training(s3_workspace: dict, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size 100000 is larger than the"):
+        train.run(with_train(s3_workspace, batch_size=100_000))
+    with pytest.raises(ConfigError, match="objective 'byol2'|'byol2'"):
+        train.run(with_train(s3_workspace, objective="byol2"))
+    with pytest.raises(ConfigError, match="resnet9000"):
+        train.run(with_train(s3_workspace, backbone="resnet9000"))
+    with pytest.raises(ConfigError, match="cluster has 2"):
+        train.run(with_train(s3_workspace, num_workers=4, cpus_per_worker=1.0, batch_size=64))
+    with pytest.raises(ConfigError, match="GPU"):
+        train.run(with_train(s3_workspace, use_gpu=True))
+    empty = parse_config({**s3_workspace, "workspace": f"file://{tmp_path}/ws", "train": TRAIN})
+    with pytest.raises(StageOrderError, match="antssl tiles"):
+        train.run(empty)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        with_train(s3_workspace, warmup_steps=30)

@@ -117,7 +117,7 @@ def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
 def test_bad_settings_fail_before_training(s3_workspace: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size 100000 is larger than the"):
         train.run(with_train(s3_workspace, batch_size=100_000))
-    with pytest.raises(ConfigError, match="objective 'byol2'|'byol2'"):
+    with pytest.raises(ConfigError, match="'byol2'"):
         train.run(with_train(s3_workspace, objective="byol2"))
     with pytest.raises(ConfigError, match="resnet9000"):
         train.run(with_train(s3_workspace, backbone="resnet9000"))

@@ -74,6 +74,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     train.run(_config(args))
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    from antssl import embed
+
+    embed.run(_config(args))
+
+
 def cmd_stream(args: argparse.Namespace) -> None:
     """Stream every tile through Ray Data once and report the rate."""
     from antssl import catalog, workspace
@@ -131,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("tiles", cmd_tiles, "plan the coastal tile catalog, stats and previews"),
         ("stream", cmd_stream, "stream every tile through Ray Data once"),
         ("pretrain", cmd_pretrain, "self-supervised pretraining on Ray Train"),
+        ("embed", cmd_embed, "embed every tile into the Zarr store"),
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("--config", required=True, help="YAML config file")

@@ -183,6 +183,21 @@ class TrainConfig(_Section):
         return self
 
 
+class EmbedConfig(_Section):
+    """The embed stage (Ray Data batch inference into Zarr)."""
+
+    batch_size: int = Field(256, ge=1, description="Tiles per forward pass.")
+    concurrency: int = Field(1, ge=1, description="Embedder actors in the pool.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per embedder actor (0 = CPU).")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    chunk_rows: int = Field(4096, ge=1, description="Zarr chunk length along the tile axis.")
+    dtype: Literal["float32", "float16"] = "float32"
+    overwrite: bool = Field(False, description="Discard an existing store and re-embed all.")
+    inject_failure_after_chunks: int | None = Field(
+        None, description="Crash drill: the job dies once this many chunks are written."
+    )
+
+
 class Config(_Section):
     """The whole antssl configuration."""
 
@@ -193,6 +208,7 @@ class Config(_Section):
     tiling: TilingConfig = TilingConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

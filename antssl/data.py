@@ -66,7 +66,7 @@ def chunks(
         out.append(
             _Chunk(
                 info=infos[sid],
-                index=np.asarray(idx, dtype=np.int64),
+                index=catalog.index.to_numpy()[idx].astype(np.int64),  # catalog rows
                 tile_id=sub["tile_id"].to_numpy(dtype=object),
                 rows=sub["row"].to_numpy(np.int64),
                 cols=sub["col"].to_numpy(np.int64),

@@ -54,6 +54,7 @@ class SceneSummary:
 @dataclass
 class TilesSummary:
     digest: str
+    plan_digest: str
     workspace: str
     tiles: int = 0
     scenes: list[SceneSummary] = field(default_factory=list)
@@ -122,14 +123,23 @@ def _write_preview(info: SceneInfo, plan: Any, config: Config) -> None:
 
 
 def is_complete(config: Config) -> bool:
-    """True when the workspace holds a catalog made with this config's scenes/mask/tiling."""
+    """True when the catalog was made with this config and the same scene list.
+
+    The scene list is discovered again (a glob may match new files), so adding
+    scenes to a prefix re-plans even when the config text is unchanged.
+    """
     marker = workspace.tiles_summary_uri(config)
     if not storage.exists(marker, config.storage):
         return False
     done = json.loads(storage.read_text(marker, config.storage))
-    return bool(done.get("digest") == config.digest(*DIGEST_SECTIONS)) and all(
-        storage.exists(u, config.storage)
-        for u in (workspace.catalog_uri(config), workspace.stats_uri(config))
+    scenes = sorted((s["scene_id"], s["uri"]) for s in done.get("scenes", []))
+    return (
+        done.get("digest") == config.digest(*DIGEST_SECTIONS)
+        and scenes == sorted(discover(config))
+        and all(
+            storage.exists(u, config.storage)
+            for u in (workspace.catalog_uri(config), workspace.stats_uri(config))
+        )
     )
 
 
@@ -141,13 +151,17 @@ def run(config: Config, force: bool = False) -> str:
         return uri
     start = time.perf_counter()
     storage.check_writable(workspace.root(config), config.storage)
-    pairs = discover(config)
+    pairs = keep_previous_order(config, discover(config))
     vector = load_vector(config.mask, config.storage) if config.mask.kind == "coastline" else None
     ensure_ray(config)
     vref = ray.put(vector)
     results = ray.get([_plan_task.remote(sid, u, config, vref) for sid, u in pairs])
 
-    summary = TilesSummary(digest=config.digest(*DIGEST_SECTIONS), workspace=workspace.root(config))
+    summary = TilesSummary(
+        digest=config.digest(*DIGEST_SECTIONS),
+        plan_digest=config.digest("mask", "tiling"),
+        workspace=workspace.root(config),
+    )
     infos: dict[str, SceneInfo] = {}
     frames = []
     for (sid, u), (info, frame, counts, error) in zip(pairs, results, strict=True):
@@ -212,6 +226,24 @@ def _check_bands(infos: dict[str, SceneInfo]) -> None:
             f"scenes have different band counts {counts}; set scenes.bands to choose the same "
             "bands in every scene"
         )
+
+
+def keep_previous_order(config: Config, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Scenes already in the workspace's catalog first, in their old order, then new ones.
+
+    So adding scenes (scale-out) appends rows to the catalog and earlier tile
+    indices stay valid for the embeddings store. Only when the previous catalog
+    was planned with the same mask and tiling.
+    """
+    marker = workspace.tiles_summary_uri(config)
+    if not storage.exists(marker, config.storage):
+        return pairs
+    done = json.loads(storage.read_text(marker, config.storage))
+    if done.get("plan_digest") != config.digest("mask", "tiling"):
+        return pairs
+    before = [s["scene_id"] for s in done.get("scenes", []) if not s.get("error")]
+    rank = {sid: i for i, sid in enumerate(before)}
+    return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), pairs.index(p)))
 
 
 def load_infos(config: Config) -> dict[str, SceneInfo]:

@@ -198,6 +198,34 @@ class EmbedConfig(_Section):
     )
 
 
+class ClusterConfig(_Section):
+    """The cluster stage (distributed mini-batch k-means on Ray)."""
+
+    k: int | list[int] = Field(8, description="Clusters, or candidates scored by silhouette.")
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    batch_size: int = Field(4096, ge=1, description="Rows per mini-batch step.")
+    max_iter: int = Field(300, ge=1, description="Mini-batch steps at most.")
+    tol: float = Field(0.0, ge=0, description="Stop when the centroid shift falls below this.")
+    refine_iters: int = Field(2, ge=0, description="Full Lloyd passes after the mini-batches.")
+    num_actors: int = Field(2, ge=1, description="Actors, each owning a range of Zarr chunks.")
+    silhouette_sample: int = Field(5000, ge=10)
+    exemplars: int = Field(6, ge=1, description="Exemplar tiles per cluster (nearest centroid).")
+    overwrite: bool = Field(
+        False, description="Replace an existing clustering with other settings."
+    )
+    recluster: bool = Field(
+        False, description="Re-cluster everything when tiles were appended (default: assign them)."
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        if not ks or any(k < 2 for k in ks):
+            raise ValueError(f"cluster.k must be >= 2 (or a list of such), got {self.k}")
+        return self
+
+
 class Config(_Section):
     """The whole antssl configuration."""
 
@@ -209,6 +237,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

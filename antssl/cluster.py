@@ -1,0 +1,304 @@
+"""The cluster stage: distributed mini-batch k-means over the embeddings store, on Ray.
+
+Actors each own a contiguous range of whole Zarr chunks of ``embedding`` and
+load it once. Every mini-batch step the driver sends each actor the global
+row indices that fall in its range and the centroids; the actor returns the
+partial sums and counts (:class:`antssl.kmeans.PartialStats`), the driver
+merges them in shard order and applies Sculley's update (the loop is
+:func:`antssl.kmeans.fit`, the same code that runs in one process). A final
+pass has each actor label its rows and write them to ``cluster`` (its own
+chunks only), and the driver writes ``centroids`` and the settings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from antssl import kmeans, store
+from antssl.config import ClusterConfig, StorageConfig
+from antssl.errors import ConfigError, EmptyResultError, StageOrderError
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0.5)
+class _Shard:
+    """Rows [start, stop) of ``embedding`` (whole chunks), held in memory."""
+
+    def __init__(self, uri: str, storage_cfg: StorageConfig, start: int, stop: int, metric: str):
+        group = store.open_group(uri, storage_cfg)
+        raw = np.asarray(group["embedding"][start:stop], dtype=np.float32)
+        finite = np.isfinite(raw).all(axis=1)
+        self.bad = np.flatnonzero(~finite) + start
+        self.x = kmeans.normalize_rows(raw) if metric == "cosine" else raw
+        self.uri, self.storage_cfg, self.start, self.stop, self.metric = (
+            uri,
+            storage_cfg,
+            start,
+            stop,
+            metric,
+        )
+
+    def bad_rows(self) -> np.ndarray:
+        return self.bad
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        return self.x[idx - self.start]
+
+    def batch_stats(self, idx: np.ndarray, c: np.ndarray) -> kmeans.PartialStats:
+        return kmeans.partial_stats(self.x[idx - self.start], c, self.metric)  # type: ignore[arg-type]
+
+    def full_stats(self, c: np.ndarray) -> kmeans.PartialStats:
+        return kmeans.partial_stats(self.x, c, self.metric)  # type: ignore[arg-type]
+
+    def label(self, c: np.ndarray, n_exemplars: int, write: bool) -> dict[str, Any]:
+        """Assign every row; write labels to ``cluster`` (own chunks); exemplars per cluster."""
+        labels, d2 = kmeans.assign(self.x, c, self.metric)  # type: ignore[arg-type]
+        if write:
+            group = store.open_group(self.uri, self.storage_cfg, mode="r+")
+            group["cluster"][self.start : self.stop] = labels
+        exemplars: dict[int, list[tuple[float, int]]] = {}
+        for j in np.unique(labels).tolist():
+            rows = np.flatnonzero(labels == j)
+            best = rows[np.argsort(d2[rows], kind="stable")[:n_exemplars]]
+            exemplars[j] = [(float(d2[r]), int(r + self.start)) for r in best]
+        return {
+            "inertia": float(d2.sum(dtype=np.float64)),
+            "labels": labels,
+            "exemplars": exemplars,
+        }
+
+
+class _RaySource:
+    """:class:`antssl.kmeans.RowSource` over :class:`_Shard` actors."""
+
+    def __init__(self, shards: list[Any], bounds: np.ndarray) -> None:
+        self.shards, self.bounds, self.n = shards, bounds, int(bounds[-1])
+
+    def _split(self, idx: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+        parts = np.split(idx, np.searchsorted(idx, self.bounds[1:-1]))
+        return [(s, p) for s, p in zip(self.shards, parts, strict=True) if len(p)]
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        order = np.argsort(idx, kind="stable")
+        rows = ray.get([s.take.remote(p) for s, p in self._split(idx[order])])
+        out = np.empty((len(idx), rows[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(rows)
+        return out
+
+    def batch_stats(self, idx: np.ndarray, c: np.ndarray) -> kmeans.PartialStats:
+        cref = ray.put(c)
+        return kmeans.PartialStats.merge(
+            ray.get([s.batch_stats.remote(p, cref) for s, p in self._split(idx)])
+        )
+
+    def full_stats(self, c: np.ndarray) -> kmeans.PartialStats:
+        cref = ray.put(c)
+        return kmeans.PartialStats.merge(ray.get([s.full_stats.remote(cref) for s in self.shards]))
+
+
+@dataclass
+class ClusterResult:
+    """What the stage computed: labels (N,), centroids (k, D), inertia and how k was chosen."""
+
+    k: int
+    centroids: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    exemplars: dict[int, list[int]]
+    scores: list[dict[str, float]] = field(default_factory=list)
+    explanation: str = ""
+
+
+def start_shards(
+    uri: str, storage_cfg: StorageConfig, metric: str, num_actors: int
+) -> tuple[list[Any], np.ndarray]:
+    """Actors over whole-chunk row ranges; raises on NaN/inf rows (naming them)."""
+    group = store.open_group(uri, storage_cfg)
+    if "embedding" not in group or group["embedding"].shape[0] == 0:
+        raise StageOrderError(f"no embeddings in {uri}: run `antssl embed --config …` first")
+    pending = store.pending_chunks(group) if "chunk_done" in group else []
+    if pending:
+        raise StageOrderError(
+            f"{uri} has {len(pending)} chunk(s) not embedded yet: re-run `antssl embed`"
+        )
+    n, rows = group["embedding"].shape[0], group["embedding"].chunks[0]
+    chunks = store.n_chunks(n, rows)
+    cuts = np.linspace(0, chunks, min(num_actors, chunks) + 1).round().astype(np.int64)
+    bounds = np.minimum(cuts * rows, n)
+    shards = [
+        _Shard.remote(uri, storage_cfg, int(a), int(b), metric)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    bad = np.concatenate(ray.get([s.bad_rows.remote() for s in shards]))
+    if len(bad):
+        raise ConfigError(
+            f"{uri} holds {len(bad)} embedding row(s) with NaN or inf, e.g. rows "
+            f"{bad[:10].tolist()}; re-embed them (embed.overwrite: true) before clustering"
+        )
+    return shards, bounds
+
+
+def fit_store(
+    uri: str, storage_cfg: StorageConfig, cfg: ClusterConfig, write: bool = True
+) -> ClusterResult:
+    """k-means on the store's embeddings; picks k from candidates by silhouette."""
+    shards, bounds = start_shards(uri, storage_cfg, cfg.metric, cfg.num_actors)
+    source = _RaySource(shards, bounds)
+    candidates = cfg.k if isinstance(cfg.k, list) else [cfg.k]
+    too_big = [k for k in candidates if k > source.n]
+    if too_big:
+        raise ConfigError(f"cluster.k {too_big} larger than the {source.n} tiles in {uri}")
+    opts = dict(
+        batch_size=min(cfg.batch_size, max(source.n, 1)),
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        metric=cfg.metric,
+        seed=cfg.seed,
+        refine_iters=cfg.refine_iters,
+    )
+    scores: list[dict[str, float]] = []
+    fits: dict[int, kmeans.FitResult] = {}
+    for k in candidates:
+        fits[k] = kmeans.fit(source, k, **opts)  # type: ignore[arg-type]
+        if len(candidates) > 1:
+            scores.append(_score(source, fits[k], k, cfg))
+    explanation = f"k = {candidates[0]} (fixed)"
+    k = candidates[0]
+    if len(candidates) > 1:
+        best = max(scores, key=lambda s: s["silhouette"])
+        k = int(best["k"])
+        explanation = (
+            f"k = {k}: highest silhouette ({best['silhouette']:.3f}) on a "
+            f"{cfg.silhouette_sample}-tile sample among k = {candidates}"
+        )
+    fit = fits[k]
+    cref = ray.put(fit.centroids.astype(np.float64))
+    parts = ray.get([s.label.remote(cref, cfg.exemplars, write) for s in shards])
+    for s in shards:
+        ray.kill(s)
+    labels = np.concatenate([p["labels"] for p in parts])
+    exemplars = {
+        j: [
+            i
+            for _, i in sorted(
+                itertools.chain.from_iterable(p["exemplars"].get(j, []) for p in parts)
+            )[: cfg.exemplars]
+        ]
+        for j in range(k)
+    }
+    return ClusterResult(
+        k,
+        fit.centroids,
+        labels,
+        sum(p["inertia"] for p in parts),
+        fit.n_iter,
+        fit.converged,
+        exemplars,
+        scores,
+        explanation,
+    )
+
+
+def _score(
+    source: _RaySource, fit: kmeans.FitResult, k: int, cfg: ClusterConfig
+) -> dict[str, float]:
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.sort(rng.choice(source.n, min(source.n, cfg.silhouette_sample), replace=False))
+    x = source.take(idx)
+    labels, _ = kmeans.assign(x, fit.centroids.astype(np.float64), cfg.metric)  # type: ignore[arg-type]
+    sil = (
+        float(silhouette_score(x, labels, metric="euclidean"))
+        if len(np.unique(labels)) > 1
+        else -1.0
+    )
+    inertia = source.full_stats(fit.centroids.astype(np.float64)).inertia
+    return {"k": float(k), "silhouette": sil, "inertia": float(inertia)}
+
+
+def write_result(
+    uri: str, storage_cfg: StorageConfig, res: ClusterResult, cfg: ClusterConfig
+) -> None:
+    """Centroids and settings into the group (labels were written by the actors)."""
+    group = store.open_group(uri, storage_cfg, mode="r+")
+    if "centroids" in group:
+        del group["centroids"]
+    group.create_array(
+        "centroids", data=res.centroids.astype(np.float32), dimension_names=("cluster", "feature")
+    )
+    group.attrs["clustering"] = {
+        **settings(cfg),
+        "k": res.k,
+        "inertia": res.inertia,
+        "n_iter": res.n_iter,
+        "converged": res.converged,
+        "tiles": len(res.labels),
+        "scores": res.scores,
+        "explanation": res.explanation,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def settings(cfg: ClusterConfig) -> dict[str, Any]:
+    """The settings that define a clustering (a re-run with others must not overwrite it)."""
+    return json.loads(
+        cfg.model_dump_json(
+            include={"k", "metric", "seed", "batch_size", "max_iter", "tol", "refine_iters"}
+        )
+    )
+
+
+def assign_new_rows(uri: str, storage_cfg: StorageConfig, start: int) -> int:
+    """Label rows [start, N) with the stored centroids (scale-out without re-clustering)."""
+    group = store.open_group(uri, storage_cfg, mode="r+")
+    meta = group.attrs["clustering"]
+    c = np.asarray(group["centroids"][:], dtype=np.float64)
+    x = np.asarray(group["embedding"][start:], dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ConfigError(f"new rows from {start} in {uri} hold NaN/inf embeddings")
+    if meta["metric"] == "cosine":
+        x = kmeans.normalize_rows(x)
+    labels, _ = kmeans.assign(x, c, meta["metric"])
+    group["cluster"][start:] = labels
+    group.attrs["clustering"] = {**meta, "tiles": int(group["embedding"].shape[0])}
+    return len(labels)
+
+
+def summary(res: ClusterResult, cat: Any) -> dict[str, Any]:
+    """Per cluster: size, share of each scene, mean mask/nodata fraction, exemplar tile ids."""
+    if len(cat) != len(res.labels):
+        raise EmptyResultError("catalog and store row counts differ: re-run embed")
+    frame = cat[["scene_id", "mask_fraction", "nodata_fraction"]].assign(cluster=res.labels)
+    out = []
+    for j in range(res.k):
+        sub = frame[frame["cluster"] == j]
+        out.append(
+            {
+                "cluster": j,
+                "size": len(sub),
+                "share": len(sub) / max(len(frame), 1),
+                "scenes": {str(k): int(v) for k, v in sub["scene_id"].value_counts().items()},
+                "mean_mask_fraction": float(sub["mask_fraction"].mean()) if len(sub) else None,
+                "mean_nodata_fraction": float(sub["nodata_fraction"].mean()) if len(sub) else None,
+                "exemplars": [str(cat["tile_id"].iloc[i]) for i in res.exemplars.get(j, [])],
+            }
+        )
+    return {
+        "k": res.k,
+        "inertia": res.inertia,
+        "explanation": res.explanation,
+        "scores": res.scores,
+        "clusters": out,
+    }

@@ -80,6 +80,38 @@ def cmd_embed(args: argparse.Namespace) -> None:
     embed.run(_config(args))
 
 
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from antssl import cluster
+
+    cluster.run(_config(args))
+
+
+def cmd_maps(args: argparse.Namespace) -> None:
+    from antssl import maps_stage
+
+    maps_stage.run(_config(args))
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    """All stages in order; each skips itself when its output is complete for this config."""
+    from antssl import cluster, embed, tiles, train
+
+    config = _config(args)
+    start = time.perf_counter()
+    outputs = {
+        "tiles": tiles.run(config),
+        "checkpoint": train.run(config),
+        "embeddings": embed.run(config),
+    }
+    cluster.run(config)
+    from antssl import workspace
+
+    outputs["maps"] = workspace.maps_uri(config)
+    print(f"pipeline: done in {time.perf_counter() - start:.0f} s")
+    for name, uri in outputs.items():
+        print(f"  {name:<11} {uri}")
+
+
 def cmd_stream(args: argparse.Namespace) -> None:
     """Stream every tile through Ray Data once and report the rate."""
     from antssl import catalog, workspace
@@ -138,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("stream", cmd_stream, "stream every tile through Ray Data once"),
         ("pretrain", cmd_pretrain, "self-supervised pretraining on Ray Train"),
         ("embed", cmd_embed, "embed every tile into the Zarr store"),
+        ("cluster", cmd_cluster, "k-means on the embeddings, labels and maps"),
+        ("maps", cmd_maps, "re-render the cluster maps of the current clustering"),
+        ("pipeline", cmd_pipeline, "all stages in order, skipping finished ones"),
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("--config", required=True, help="YAML config file")

@@ -23,8 +23,8 @@ import numpy as np
 import ray
 
 from antssl import kmeans, store
-from antssl.config import ClusterConfig, StorageConfig
-from antssl.errors import ConfigError, EmptyResultError, StageOrderError
+from antssl.config import ClusterConfig, Config, StorageConfig
+from antssl.errors import ConfigError, StageOrderError
 
 log = logging.getLogger(__name__)
 
@@ -276,29 +276,46 @@ def assign_new_rows(uri: str, storage_cfg: StorageConfig, start: int) -> int:
     return len(labels)
 
 
-def summary(res: ClusterResult, cat: Any) -> dict[str, Any]:
-    """Per cluster: size, share of each scene, mean mask/nodata fraction, exemplar tile ids."""
-    if len(cat) != len(res.labels):
-        raise EmptyResultError("catalog and store row counts differ: re-run embed")
-    frame = cat[["scene_id", "mask_fraction", "nodata_fraction"]].assign(cluster=res.labels)
-    out = []
+def run(config: Config) -> str:
+    """The cluster stage: k-means on the store, labels + centroids into it, summary and maps.
+
+    Idempotent: an existing clustering with the same settings is kept; when tiles were
+    appended since, only the new rows are assigned to the existing centroids (unless
+    ``cluster.recluster``). An existing clustering with other settings is kept unless
+    ``cluster.overwrite``. Returns the store URI.
+    """
+    from antssl import catalog, maps_stage, workspace
+    from antssl.runtime import ensure_ray
+
+    cfg = config.cluster
+    uri = workspace.embeddings_uri(config)
+    if not store.exists(uri, config.storage):
+        raise StageOrderError(f"no embeddings store at {uri}: run `antssl embed --config …` first")
+    group = store.open_group(uri, config.storage)
+    old = group.attrs.get("clustering")
+    n = group["embedding"].shape[0]
+    if old and not cfg.overwrite:
+        if {k: old.get(k) for k in settings(cfg)} != settings(cfg):
+            raise ConfigError(
+                f"{uri} is already clustered with other settings (k={old.get('k')}, metric="
+                f"{old.get('metric')}); set cluster.overwrite: true to replace it"
+            )
+        if old.get("tiles") == n:
+            print(f"cluster: {uri} is clustered for these settings; keeping it")
+            return uri
+        if not cfg.recluster:
+            added = assign_new_rows(uri, config.storage, int(old["tiles"]))
+            print(f"cluster: assigned {added} new tile(s) to the existing {old['k']} clusters")
+            maps_stage.run(config)
+            return uri
+    ensure_ray(config)
+    res = fit_store(uri, config.storage, cfg)
+    write_result(uri, config.storage, res, cfg)
+    ids = catalog.read(workspace.catalog_uri(config), config.storage)["tile_id"].to_numpy()
+    exemplars = {j: [str(ids[i]) for i in rows] for j, rows in res.exemplars.items()}
+    print(f"cluster: {res.explanation}; inertia {res.inertia:.4g} after {res.n_iter} steps")
+    sizes = np.bincount(res.labels, minlength=res.k)
     for j in range(res.k):
-        sub = frame[frame["cluster"] == j]
-        out.append(
-            {
-                "cluster": j,
-                "size": len(sub),
-                "share": len(sub) / max(len(frame), 1),
-                "scenes": {str(k): int(v) for k, v in sub["scene_id"].value_counts().items()},
-                "mean_mask_fraction": float(sub["mask_fraction"].mean()) if len(sub) else None,
-                "mean_nodata_fraction": float(sub["nodata_fraction"].mean()) if len(sub) else None,
-                "exemplars": [str(cat["tile_id"].iloc[i]) for i in res.exemplars.get(j, [])],
-            }
-        )
-    return {
-        "k": res.k,
-        "inertia": res.inertia,
-        "explanation": res.explanation,
-        "scores": res.scores,
-        "clusters": out,
-    }
+        print(f"  cluster {j:>3}: {sizes[j]:>7} tiles ({100 * sizes[j] / n:.1f}%)")
+    maps_stage.run(config, {"exemplars": exemplars})
+    return uri

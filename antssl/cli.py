@@ -59,6 +59,23 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
             "inland_km": 6.0,
         },
         "tiling": {"size": 64, "stride": 32, "min_mask_fraction": 0.3, "max_nodata_fraction": 0.1},
+        # Sized to finish in a few minutes on 2 CPU cores; raise steps/width on real data.
+        "train": {
+            "width": 16,
+            "depth": 1,
+            "embed_dim": 64,
+            "proj_dim": 64,
+            "steps": 120,
+            "warmup_steps": 10,
+            "batch_size": 64,
+            "checkpoint_every": 40,
+            "log_every": 20,
+            "num_workers": 2,
+            "cpus_per_worker": 0.5,
+            "lr": 0.002,
+        },
+        "embed": {"chunk_rows": 256, "batch_size": 128},
+        "cluster": {"k": [4, 6, 8], "batch_size": 512, "max_iter": 100, "num_actors": 2},
     }
 
 
@@ -134,19 +151,52 @@ def cmd_stream(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The embedded default end to end: sample scenes → tiles → stream."""
+    """The embedded default end to end: sample scenes, then the whole pipeline."""
     from antssl.sample import write_sample_data
 
     root = Path(args.dir)
     data = write_sample_data(root / "sample", n_scenes=args.scenes)
     cfg_path = root / "config.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(sample_config(data.root, root / "workspace"), sort_keys=False)
-    )
+    cfg = sample_config(data.root, root / "workspace")
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"sample data: {data.root} ({len(data.scenes)} scenes); config: {cfg_path}")
-    ns = argparse.Namespace(config=str(cfg_path), workspace=None, force=False)
-    cmd_tiles(ns)
-    cmd_stream(ns)
+    cmd_pipeline(argparse.Namespace(config=str(cfg_path), workspace=None, force=False))
+    print(f"next: antssl serve --config {cfg_path}   (then open http://127.0.0.1:8000/docs)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Run the service on this Ray instance until interrupted."""
+    from ray import serve
+
+    from antssl.runtime import ensure_ray
+    from antssl.serve.app import build_app
+
+    config = _config(args)
+    ensure_ray(config)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve_args = {
+        "config": args.config,
+        **({"workspace": args.workspace} if args.workspace else {}),
+    }
+    serve.run(build_app(serve_args), name="antssl", route_prefix="/", blocking=False)
+    print(f"antssl service on http://{args.host}:{args.port} (OpenAPI: /docs); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    """A small client of the service: print a table, or write the GeoJSON."""
+    import json
+
+    from antssl.client import query
+
+    doc = query(args)
+    if args.geojson:
+        Path(args.geojson).write_text(json.dumps(doc, indent=2))
+        print(f"wrote {args.geojson}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--workspace", help="override the config's workspace URI")
         c.add_argument("--force", action="store_true", help="redo even if complete")
         c.set_defaults(func=func)
+
+    sv = sub.add_parser("serve", help="run the HTTP service (Ray Serve)")
+    sv.add_argument("--config", required=True, help="YAML config file")
+    sv.add_argument("--workspace", help="override the config's workspace URI")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=cmd_serve)
+
+    from antssl.client import add_arguments
+
+    q = sub.add_parser("query", help="query a running service")
+    add_arguments(q)
+    q.set_defaults(func=cmd_query)
 
     d = sub.add_parser("demo", help="run the embedded default end to end")
     d.add_argument("--dir", default="antssl-demo", help="folder for sample data and workspace")

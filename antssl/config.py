@@ -130,7 +130,12 @@ class DataConfig(_Section):
     rows_per_task: int = Field(
         16, ge=1, description="Tile rows one read task cuts from one region read."
     )
-    batch_tiles: int = Field(256, ge=1, description="Tiles per emitted block.")
+    batch_tiles: int = Field(
+        256, ge=1, description="Tiles per batch a read task yields (Ray may merge them)."
+    )
+    read_cpus: float = Field(
+        1.0, gt=0, description="CPUs reserved per read task (lower it on small clusters)."
+    )
     stats_sample: int = Field(
         1024, ge=1, description="Tiles sampled for the per-band normalisation statistics."
     )

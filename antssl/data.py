@@ -26,7 +26,7 @@ import ray
 from ray.data import Dataset, Datasource, ReadTask
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 
-from antssl import reader, storage
+from antssl import reader
 from antssl.config import Config, StorageConfig
 from antssl.reader import BandStats
 from antssl.scenes import SceneInfo, open_raster
@@ -113,7 +113,9 @@ class TileDatasource(Datasource):
         infos: dict[str, SceneInfo],
         config: Config,
         stats: BandStats | None,
+        columns: list[str] | None = None,
     ) -> None:
+        self._columns = columns
         self._chunks = chunks(
             catalog, infos, config.tiling.size, config.tiling.stride, config.data.rows_per_task
         )
@@ -121,6 +123,10 @@ class TileDatasource(Datasource):
         self._stats = stats
         bands = len(next(iter(infos.values())).bands) if infos else 1
         self._tile_bytes = bands * config.tiling.size**2 * 4
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self._chunks)
 
     def get_name(self) -> str:
         return "AntsslTiles"
@@ -132,12 +138,14 @@ class TileDatasource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
     ) -> list[ReadTask]:
         t, d = self._config.tiling, self._config.data
-        storage_cfg, stats = self._config.storage, self._stats
+        storage_cfg, stats, columns = self._config.storage, self._stats, self._columns
         tasks = []
         for chunk in self._chunks:
 
             def read_fn(chunk: _Chunk = chunk) -> Iterator[Block]:
                 for batch in read_chunk(chunk, storage_cfg, t.size, t.stride, stats, d.batch_tiles):
+                    if columns is not None:
+                        batch = {k: batch[k] for k in columns}
                     yield BlockAccessor.batch_to_block(batch)
 
             meta = BlockMetadata(
@@ -151,12 +159,23 @@ class TileDatasource(Datasource):
 
 
 def tile_dataset(
-    catalog: pd.DataFrame, infos: dict[str, SceneInfo], config: Config, stats: BandStats | None
+    catalog: pd.DataFrame,
+    infos: dict[str, SceneInfo],
+    config: Config,
+    stats: BandStats | None,
+    columns: list[str] | None = None,
 ) -> Dataset:
-    """The tile stream as a Ray Dataset; pass ``stats=None`` for raw pixels and a valid mask."""
+    """The tile stream as a Ray Dataset; pass ``stats=None`` for raw pixels and a valid mask.
+
+    ``columns`` keeps only those columns, inside the read tasks (a ``select_columns``
+    would add a map stage that needs CPUs of its own).
+    """
+    source = TileDatasource(catalog, infos, config, stats, columns)
+    # One block per read task: Ray's default splits each into ~1 MB blocks (slower), and
+    # the storage environment comes from ray.init / the job, not per task (a per-task
+    # runtime_env puts reads in a separate worker pool that is restarted on every switch).
     return ray.data.read_datasource(
-        TileDatasource(catalog, infos, config, stats),
-        runtime_env={"env_vars": storage.worker_env(config.storage)},
+        source, override_num_blocks=max(1, source.num_tasks), num_cpus=config.data.read_cpus
     )
 
 

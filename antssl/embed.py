@@ -188,9 +188,7 @@ def _embed_rows(
     rows = e.chunk_rows
     subset = cat.iloc[todo].copy()
     subset.index = todo  # tile_index of the stream = catalog row
-    ds = tile_dataset(subset, load_infos(config), config, stats).select_columns(
-        ["tile_index", "image"]
-    )
+    ds = tile_dataset(subset, load_infos(config), config, stats, ["tile_index", "image"])
     out = ds.map_batches(
         Embedder,
         fn_constructor_kwargs={

@@ -45,20 +45,39 @@ def palette(k: int) -> np.ndarray:
 
     The first 20 are matplotlib's tab20, reordered so the 9 saturated hues come first, then
     their light partners, then the two greys (which vanish over a grey scene) last. Beyond 20,
-    hues step by the golden ratio, ``h_i = (i·0.618…) mod 1``, cycling through three
-    (saturation, value) levels.
+    each next colour is the HSV candidate (hue stepped by the golden ratio, ``h_i = (i·0.618…)
+    mod 1``, at three saturation × three value levels) farthest in RGB from all colours so far:
+    greedy farthest-point, deterministic, so no two are near-duplicates.
     """
     if k < 0:
         raise ConfigError(f"palette size k must be >= 0, got {k}")
-    tab = (np.array(plt.get_cmap("tab20").colors) * 255).round().astype(np.uint8)
+    tab = plt.get_cmap("tab20")(np.arange(20))[:, :3] * 255
     order = [0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19, 14, 15]
-    out = list(tab[order][:k])
-    levels = ((0.75, 0.95), (0.55, 0.7), (0.35, 0.85))
-    for i in range(20, k):
-        s, v = levels[(i - 20) % 3]
-        rgb = colorsys.hsv_to_rgb(((i - 20) * _GOLDEN) % 1.0, s, v)
-        out.append(np.round(np.array(rgb) * 255).astype(np.uint8))
-    return np.array(out, dtype=np.uint8).reshape(k, 3)
+    chosen = list(tab[order][:k])
+    if k > 20:
+        cand = 255 * np.array(
+            [
+                colorsys.hsv_to_rgb((i * _GOLDEN) % 1.0, sat, val)
+                for i in range(128)
+                for sat in (0.45, 0.7, 0.95)
+                for val in (0.55, 0.75, 0.95)
+            ]
+        )
+        dist = np.min(np.linalg.norm(cand[:, None] - np.array(chosen)[None], axis=-1), axis=1)
+        for _ in range(20, min(k, 20 + len(cand))):
+            best = int(np.argmax(dist))
+            chosen.append(cand[best])
+            dist = np.minimum(dist, np.linalg.norm(cand - cand[best], axis=1))
+    seen = {tuple(np.round(c).astype(int)) for c in chosen}
+    code = 0
+    while len(chosen) < k:  # past ~1,170 colours: distinct 24-bit colours, hashed order
+        code += 1
+        v = (code * 0x9E3779B1) % (1 << 24)
+        rgb = (v >> 16, (v >> 8) & 255, v & 255)
+        if rgb not in seen:
+            seen.add(rgb)
+            chosen.append(np.array(rgb, dtype=float))
+    return np.round(np.array(chosen)).astype(np.uint8).reshape(k, 3)
 
 
 def grid_dtype(k: int) -> np.dtype:
@@ -91,7 +110,7 @@ def cluster_grid(
     (:func:`grid_nodata`) where no tile was kept or labelled. The transform maps map pixel
     ``(j, i)`` (col, row) to scene-CRS ``(x, y)`` so that map pixel centres are tile centres::
 
-        transform = scene_affine * translation((size - stride)/2, (size - stride)/2) * scale(stride)
+        transform = scene_affine @ translation((size - stride)/2, (size - stride)/2) @ scale(stride)
 
     since the centre ``(j + ½, i + ½)`` goes to scene pixel ``(j·stride + size/2, i·stride +
     size/2)``. Raises :class:`ConfigError` for tiles off the grid or labels ``>= k``.
@@ -121,7 +140,7 @@ def cluster_grid(
     keep = labels >= 0
     grid[i[keep], j[keep]] = labels[keep]
     half = (size - stride) / 2
-    return grid, info.affine * Affine.translation(half, half) * Affine.scale(stride)
+    return grid, info.affine @ Affine.translation(half, half) @ Affine.scale(stride)
 
 
 def cluster_cog_bytes(
@@ -168,7 +187,7 @@ def cluster_cog_bytes(
             return bytes(out.read())
 
 
-def _nodata_rgba(grid: np.ndarray, k: int, alpha: float) -> np.ndarray:
+def _grid_rgba(grid: np.ndarray, k: int, alpha: float) -> np.ndarray:
     """RGBA float image of a cluster grid: palette colour at ``alpha``, NODATA transparent."""
     nodata = grid_nodata(grid.dtype)
     rgba = np.zeros((*grid.shape, 4), dtype=np.float32)
@@ -230,7 +249,7 @@ def scene_quicklook_png(
     half = (size - stride) / 2
     n_rows, n_cols = grid.shape
     ax.imshow(
-        _nodata_rgba(grid, k, alpha),
+        _grid_rgba(grid, k, alpha),
         extent=(half, half + n_cols * stride, half + n_rows * stride, half),
         interpolation="nearest",
     )

@@ -103,6 +103,9 @@ def accumulate(
 def normalise(pixels: np.ndarray, valid: np.ndarray, stats: BandStats) -> np.ndarray:
     """``(x - mean) / std`` per band as float32 (n, C, H, W); nodata pixels become 0."""
     mean = np.asarray(stats.mean, dtype=np.float32)[None, :, None, None]
-    std = np.asarray(stats.std, dtype=np.float32)[None, :, None, None]
-    out = (pixels.astype(np.float32) - mean) / std
-    return np.where(valid[:, None], out, np.float32(0.0))
+    inv = (1.0 / np.asarray(stats.std, dtype=np.float32))[None, :, None, None]
+    out = pixels.astype(np.float32)  # a copy: the caller's pixels are left alone
+    out -= mean
+    out *= inv
+    np.copyto(out, np.float32(0.0), where=~valid[:, None])
+    return out

@@ -47,7 +47,8 @@ from antssl.ssl import (
 from antssl.tiles import load_infos
 
 log = logging.getLogger(__name__)
-DIGEST_SECTIONS = ("tiling", "mask", "scenes", "train")
+# What defines a model: adding scenes (scale-out) must not retrain it.
+DIGEST_SECTIONS = ("tiling", "train")
 
 
 def lr_lambda(warmup: int, total: int):
@@ -63,7 +64,9 @@ def lr_lambda(warmup: int, total: int):
 
 
 def run_name(config: Config) -> str:
-    return f"pretrain-{config.digest(*DIGEST_SECTIONS)}"
+    """The Ray Train run name: same model settings and bands → same run (resume / skip)."""
+    bands = ",".join(map(str, config.scenes.bands or []))
+    return f"pretrain-{config.digest(*DIGEST_SECTIONS)[:12]}-b{bands or 'all'}"
 
 
 def latest_uri(config: Config) -> str:
@@ -82,12 +85,15 @@ def _check_resources(config: Config) -> None:
     t = config.train
     res = ray.cluster_resources()
     need_cpu = t.num_workers * t.cpus_per_worker
-    if t.use_gpu and res.get("GPU", 0) < t.num_workers:
+    if t.use_gpu and res.get("GPU", 0) < t.num_workers and not os.environ.get("RAY_ADDRESS"):
         raise ConfigError(
             f"train.num_workers={t.num_workers} with use_gpu needs {t.num_workers} GPU(s); "
             f"the cluster has {res.get('GPU', 0):g}. Lower train.num_workers or add GPU nodes"
         )
     if res.get("CPU", 0) < need_cpu + 0.5:
+        if os.environ.get("RAY_ADDRESS"):  # a cluster may autoscale: let Ray Train wait
+            log.warning("train asks for %g CPU; the cluster has %g now", need_cpu, res.get("CPU"))
+            return
         raise ConfigError(
             f"train.num_workers × train.cpus_per_worker = {need_cpu:g} CPU, but the cluster has "
             f"{res.get('CPU', 0):g} and Ray Data needs some to read tiles; lower "
@@ -117,7 +123,7 @@ def run(config: Config) -> str:
     ensure_ray(config)
     _check_resources(config)
 
-    ds = tile_dataset(cat, infos, config, stats).select_columns(["image"])
+    ds = tile_dataset(cat, infos, config, stats, columns=["image"])
     if t.materialize:
         ds = ds.materialize()
     ckpt_root = workspace.checkpoints_uri(config)

@@ -209,7 +209,9 @@ class ClusterConfig(_Section):
     k: int | list[int] = Field(8, description="Clusters, or candidates scored by silhouette.")
     metric: Literal["cosine", "euclidean"] = "cosine"
     batch_size: int = Field(4096, ge=1, description="Rows per mini-batch step.")
-    max_iter: int = Field(300, ge=1, description="Mini-batch steps at most.")
+    max_iter: int = Field(
+        100, ge=1, description="Mini-batch steps at most (the Lloyd passes finish the job)."
+    )
     tol: float = Field(0.0, ge=0, description="Stop when the centroid shift falls below this.")
     refine_iters: int = Field(2, ge=0, description="Full Lloyd passes after the mini-batches.")
     num_actors: int = Field(2, ge=1, description="Actors, each owning a range of Zarr chunks.")

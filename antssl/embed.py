@@ -133,6 +133,7 @@ def run(config: Config) -> str:
     """Embed every tile not yet in the store; returns the store URI."""
     uri = workspace.embeddings_uri(config)
     e = config.embed
+    storage.check_writable(workspace.root(config), config.storage)
     latest = read_latest(config)
     if latest is None:
         raise StageOrderError(

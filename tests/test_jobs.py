@@ -49,6 +49,12 @@ def head_node(tmp_path: Path):
             f"--dashboard-port={dash}",
             f"--temp-dir={temp}",
             "--disable-usage-stats",
+            # Own ports for every agent: the session's local Ray instance holds the defaults.
+            f"--dashboard-agent-listen-port={_port()}",
+            f"--dashboard-agent-grpc-port={_port()}",
+            f"--metrics-export-port={_port()}",
+            f"--runtime-env-agent-port={_port()}",
+            f"--ray-client-server-port={_port()}",
         ],
         env=env,
         stdout=log,

@@ -1,0 +1,104 @@
+"""The whole pipeline on the embedded default, then scale-out with a second batch of scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from antssl import catalog, cluster, embed, store, workspace
+from antssl.cli import main, sample_config
+from antssl.config import load_config
+from antssl.errors import ConfigError, StorageError
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+FAST = {
+    "train": {
+        "width": 8,
+        "depth": 1,
+        "embed_dim": 16,
+        "proj_dim": 16,
+        "steps": 6,
+        "warmup_steps": 1,
+        "batch_size": 16,
+        "checkpoint_every": 6,
+        "num_workers": 1,
+        "cpus_per_worker": 0.5,
+    },
+    "embed": {"chunk_rows": 64, "batch_size": 64, "cpus_per_actor": 0.5},
+    "cluster": {"k": 3, "batch_size": 128, "max_iter": 20, "num_actors": 1},
+}
+
+
+def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
+    from antssl.sample import write_sample_data
+
+    data = write_sample_data(tmp_path / "sample", n_scenes=2, size=384)
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({**sample_config(data.root, tmp_path / "ws"), **FAST}))
+    assert main(["pipeline", "--config", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline: done" in out and "embeddings.zarr" in out
+    ws = tmp_path / "ws"
+    for name in (
+        "tiles.parquet",
+        "stats.json",
+        "checkpoints/latest.json",
+        "maps/overview.png",
+        "maps/gallery.png",
+        "maps/scene_000.tif",
+        "maps/scene_001.png",
+        "maps/clusters.json",
+    ):
+        assert (ws / name).exists(), name
+    cfg = load_config(cfg_path)
+    group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
+    labels = group["cluster"][:]
+    n1 = len(labels)
+    assert (labels >= 0).all() and group["centroids"].shape == (3, 16)
+    # the cluster map: scene CRS, one pixel per stride, value = the tile's cluster
+    cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
+    with rasterio.open(ws / "maps" / "scene_000.tif") as m, rasterio.open(data.scenes[0]) as s:
+        assert m.crs == s.crs and m.res == (s.res[0] * 32, s.res[1] * 32)
+        grid = m.read(1)
+        sub = cat[cat["scene_id"] == "scene_000"]
+        np.testing.assert_array_equal(
+            grid[sub["row"] // 32, sub["col"] // 32], labels[sub.index.to_numpy()]
+        )
+    # re-running finished stages does nothing
+    assert main(["pipeline", "--config", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "keeping it" in out
+    # scale out: a second batch of scenes along the same coast
+    write_sample_data(tmp_path / "sample", n_scenes=2, size=384, first_scene=2)
+    assert main(["pipeline", "--config", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "appending the new rows" in out and "assigned" in out
+    group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
+    labels2 = group["cluster"][:]
+    cat2 = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
+    assert len(labels2) == len(cat2) > n1
+    assert set(cat2["scene_id"].iloc[n1:]) == {"scene_002", "scene_003"}
+    np.testing.assert_array_equal(labels2[:n1], labels)  # old tiles keep their clusters
+    assert (labels2 >= 0).all()
+    summary = json.loads((ws / "maps" / "clusters.json").read_text())
+    assert summary["tiles"] == len(cat2) and (ws / "maps" / "scene_003.tif").exists()
+    # another clustering setting is refused unless asked to overwrite
+    other = load_config(cfg_path, {"cluster": {"k": 4}})
+    with pytest.raises(ConfigError, match=r"cluster\.overwrite"):
+        cluster.run(other)
+    # an unreachable workspace is named
+    bad = load_config(
+        cfg_path,
+        {
+            "workspace": "s3://no-such-bucket-antssl/ws",
+            "storage": {"endpoint_url": "http://127.0.0.1:9", "max_retries": 0},
+        },
+    )
+    with pytest.raises(StorageError, match="no-such-bucket-antssl"):
+        embed.run(bad)

@@ -100,3 +100,29 @@ def upload(local: Path, endpoint: str, bucket: str, key: str) -> str:
 
     boto3.client("s3", endpoint_url=endpoint).upload_file(str(local), bucket, key)
     return f"s3://{bucket}/{key}"
+
+
+def s3_sample_config(sample, endpoint: str, **sections) -> tuple[dict, str]:
+    """A fresh bucket holding the sample scenes and coastline, and the config dict that reads
+    them from there with its workspace in the same bucket; ``sections`` replace config sections.
+    Returns ``(config dict, bucket name)``."""
+    import boto3
+
+    from antssl.cli import sample_config
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+    for p in sample.scenes:
+        upload(p, endpoint, name, f"scenes/{p.name}")
+    upload(sample.coastline, endpoint, name, "coastline.gpkg")
+    data = sample_config(sample.root, Path("/unused"))
+    data.update(
+        {
+            "workspace": f"s3://{name}/ws",
+            "storage": {"endpoint_url": endpoint},
+            "scenes": {"glob": f"s3://{name}/scenes/*.tif"},
+            **sections,
+        }
+    )
+    data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
+    return data, name

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
@@ -16,12 +14,11 @@ import yaml
 import zarr
 
 from antssl import catalog, embed, storage, store, tiles, train, workspace
-from antssl.cli import sample_config
 from antssl.config import Config, parse_config
 from antssl.errors import ConfigError, StageOrderError
 from antssl.reader import BandStats, normalise, read_tiles
 from antssl.scenes import open_raster
-from tests.conftest import upload
+from tests.conftest import s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -47,21 +44,7 @@ def make_config(base: dict, **embed_over) -> Config:
 @pytest.fixture(scope="module")
 def trained(sample, s3_endpoint: str) -> dict:
     """Sample scenes, tiles and a tiny pretrained checkpoint, all on the local S3 server."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    for p in sample.scenes:
-        upload(p, s3_endpoint, name, f"scenes/{p.name}")
-    upload(sample.coastline, s3_endpoint, name, "coastline.gpkg")
-    data = sample_config(sample.root, Path("/unused"))
-    data.update(
-        {
-            "workspace": f"s3://{name}/ws",
-            "storage": {"endpoint_url": s3_endpoint},
-            "scenes": {"glob": f"s3://{name}/scenes/*.tif"},
-            "train": TRAIN,
-        }
-    )
-    data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
+    data, name = s3_sample_config(sample, s3_endpoint, train=TRAIN)
     cfg = parse_config(data)
     tiles.run(cfg)
     train.run(cfg)

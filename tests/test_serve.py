@@ -6,10 +6,8 @@ import io
 import json
 import os
 import socket
-import uuid
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
@@ -18,9 +16,8 @@ import yaml
 from rasterio.windows import Window
 
 from antssl import catalog, cluster, embed, store, tiles, train, workspace
-from antssl.cli import sample_config
 from antssl.config import parse_config
-from tests.conftest import upload
+from tests.conftest import s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -56,21 +53,7 @@ def service(sample, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
 
     from antssl.serve.app import build_app
 
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    for p in sample.scenes:
-        upload(p, s3_endpoint, name, f"scenes/{p.name}")
-    upload(sample.coastline, s3_endpoint, name, "coastline.gpkg")
-    data = sample_config(sample.root, Path("/unused"))
-    data.update(
-        {
-            "workspace": f"s3://{name}/ws",
-            "storage": {"endpoint_url": s3_endpoint},
-            "scenes": {"glob": f"s3://{name}/scenes/*.tif"},
-            **SETTINGS,
-        }
-    )
-    data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
+    data, name = s3_sample_config(sample, s3_endpoint, **SETTINGS)
     cfg = parse_config(data)
     for stage in (tiles, train, embed, cluster):
         stage.run(cfg)
@@ -78,8 +61,15 @@ def service(sample, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
     cfg_path.write_text(yaml.safe_dump(data))
     port = _port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"config": str(cfg_path), "max_k": 50, "max_body_bytes": 200_000, "reload_check_s": 0,
-            "embedder_cpus": 0.1, "search_cpus": 0.1, "ingress_cpus": 0.1}
+    args = {
+        "config": str(cfg_path),
+        "max_k": 50,
+        "max_body_bytes": 200_000,
+        "reload_check_s": 0,
+        "embedder_cpus": 0.1,
+        "search_cpus": 0.1,
+        "ingress_cpus": 0.1,
+    }
     serve.run(build_app(args), name="open", route_prefix="/", blocking=False)
     os.environ["ANTSSL_TEST_TOKEN"] = "s3cret"
     try:

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
 
 from antssl import storage, tiles, train, workspace
-from antssl.cli import sample_config
 from antssl.config import Config, parse_config
 from antssl.errors import ConfigError, StageOrderError
 from antssl.ssl import Augment, build_model, build_objective, load_checkpoint, read_meta
-from tests.conftest import upload
+from tests.conftest import s3_sample_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -42,20 +39,7 @@ TRAIN = {
 @pytest.fixture(scope="module")
 def s3_workspace(sample, s3_endpoint: str) -> dict:
     """Sample scenes and a planned tile catalog on the local S3 server."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    for p in sample.scenes:
-        upload(p, s3_endpoint, name, f"scenes/{p.name}")
-    upload(sample.coastline, s3_endpoint, name, "coastline.gpkg")
-    data = sample_config(sample.root, Path("/unused"))
-    data.update(
-        {
-            "workspace": f"s3://{name}/ws",
-            "storage": {"endpoint_url": s3_endpoint},
-            "scenes": {"glob": f"s3://{name}/scenes/*.tif"},
-        }
-    )
-    data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
+    data, _ = s3_sample_config(sample, s3_endpoint)
     tiles.run(parse_config(data))
     return data
 

@@ -48,6 +48,8 @@ def cmd_sample_data(args: argparse.Namespace) -> None:
 
 def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
     """The config of the embedded default: sample scenes, their coastline, a local workspace."""
+    from antssl.sample import CLASSES as SAMPLE_CLASSES
+
     return {
         "workspace": f"file://{workspace.absolute()}",
         "scenes": {"glob": f"file://{sample_dir.absolute()}/scene_*[0-9].tif"},
@@ -76,6 +78,14 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
         },
         "embed": {"chunk_rows": 256, "batch_size": 128},
         "cluster": {"k": [4, 6, 8], "batch_size": 512, "max_iter": 100, "num_actors": 2},
+        # `antssl evaluate`: the surface-type label raster written beside each scene.
+        "evaluate": {
+            "labels": "{scene_id}_labels.tif",
+            "label_kind": "classes",
+            "ignore": 0,
+            "class_names": {k: v for k, v in SAMPLE_CLASSES.items() if k != 0},
+            "kmeans_k": [2, 6],
+        },
     }
 
 
@@ -103,6 +113,12 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     cluster.run(_config(args))
 
 
+def cmd_index(args: argparse.Namespace) -> None:
+    from antssl import index_stage
+
+    index_stage.run(_config(args), force=args.force)
+
+
 def cmd_maps(args: argparse.Namespace) -> None:
     from antssl import maps_stage
 
@@ -121,9 +137,10 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
         "embeddings": embed.run(config),
     }
     cluster.run(config)
-    from antssl import workspace
+    from antssl import index_stage, workspace
 
     outputs["maps"] = workspace.maps_uri(config)
+    outputs["index"] = index_stage.run(config)
     print(f"pipeline: done in {time.perf_counter() - start:.0f} s")
     for name, uri in outputs.items():
         print(f"  {name:<11} {uri}")
@@ -199,6 +216,18 @@ def cmd_query(args: argparse.Namespace) -> None:
         print(f"wrote {args.geojson}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Score the encoder and baselines against label rasters; report in <workspace>/eval/."""
+    from antssl.evaluate import stage
+
+    overrides: dict[str, Any] = {}
+    if args.workspace:
+        overrides["workspace"] = args.workspace
+    if args.labels:
+        overrides["evaluate"] = {"labels": args.labels}
+    stage.run(load_config(args.config, overrides), force=args.force)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="antssl", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -222,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("embed", cmd_embed, "embed every tile into the Zarr store"),
         ("cluster", cmd_cluster, "k-means on the embeddings, labels and maps"),
         ("maps", cmd_maps, "re-render the cluster maps of the current clustering"),
+        ("index", cmd_index, "build the approximate-nearest-neighbour index for the service"),
         ("pipeline", cmd_pipeline, "all stages in order, skipping finished ones"),
     ):
         c = sub.add_parser(name, help=text)
@@ -242,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="query a running service")
     add_arguments(q)
     q.set_defaults(func=cmd_query)
+
+    ev = sub.add_parser("evaluate", help="embedding quality against label rasters (eval/)")
+    ev.add_argument("--config", required=True, help="YAML config file")
+    ev.add_argument("--workspace", help="override the config's workspace URI")
+    ev.add_argument("--labels", help="label raster template with {scene_id} (evaluate.labels)")
+    ev.add_argument("--force", action="store_true", help="redo even if complete")
+    ev.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="run the embedded default end to end")
     d.add_argument("--dir", default="antssl-demo", help="folder for sample data and workspace")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -150,6 +150,12 @@ class TrainConfig(_Section):
     depth: int = Field(2, ge=1, le=8, description="Residual blocks per stage.")
     embed_dim: int = Field(128, ge=8)
     proj_dim: int = Field(128, ge=8)
+    input_norm: Literal["dataset", "tile"] = Field(
+        "dataset",
+        description="dataset: tiles as normalised by the run's per-band statistics (brightness "
+        "and band ratios are features); tile: also standardised per tile and band inside the "
+        "model, for archives whose scenes were contrast-stretched one by one (e.g. MOA).",
+    )
     objective: str = "simclr"
     temperature: float = Field(0.2, gt=0)
     batch_size: int = Field(64, ge=2, description="Global batch size (split over workers).")
@@ -233,6 +239,141 @@ class ClusterConfig(_Section):
         return self
 
 
+class IndexConfig(_Section):
+    """The index stage (``antssl index``): an approximate-nearest-neighbour index of the
+    embeddings for the service (:mod:`antssl.ann`, faiss), at ``<workspace>/index/``.
+
+    The service uses it while it was built from the current embeddings (else exact search,
+    with a warning). ``auto`` builds IVF-Flat from ``min_rows`` tiles up and records "exact"
+    below (exact search is ~4 ms per query at 1e5 x 128 on one core: bench/RESULTS.md).
+    """
+
+    kind: Literal["auto", "exact", "ivf", "hnsw"] = Field(
+        "auto", description="auto: ivf when the store has >= min_rows tiles, else exact."
+    )
+    min_rows: int = Field(100_000, ge=1, description="Smallest store auto builds an index for.")
+    nlist: int | None = Field(
+        None, ge=1, description="ivf cells (inverted lists); default 4 sqrt(N), at most N / 40."
+    )
+    nprobe: int | None = Field(
+        None, ge=1, description="ivf cells scanned per query; unset: calibrated to target_recall."
+    )
+    hnsw_m: int = Field(32, ge=4, description="hnsw links per node (M).")
+    ef_construction: int = Field(100, ge=8, description="hnsw candidate list while inserting.")
+    ef_search: int | None = Field(
+        None, ge=1, description="hnsw candidate list per query; unset: calibrated."
+    )
+    target_recall: float = Field(
+        0.97, gt=0, le=1, description="recall@10 the calibrated search setting must reach."
+    )
+    recall_queries: int = Field(
+        200, ge=10, description="Stored tiles used as queries to measure recall@10 vs exact."
+    )
+    threads: int | None = Field(None, ge=1, description="faiss build threads (default: all).")
+    seed: int = Field(0, ge=0, description="Seed of the k-means sample and recall queries.")
+
+
+Baseline = Literal["pca_pixels", "intensity_stats", "texture", "random_backbone", "mean_brightness"]
+
+
+class EvaluateConfig(_Section):
+    """Embedding-quality evaluation against label rasters (``antssl evaluate``).
+
+    Tiles of the scored scenes are planned with the same mask and tiling as the workspace,
+    labelled from a raster on each scene's pixel grid, and scored for the learned encoder
+    and the baselines (EVAL-PROTOCOL.md). Results go to ``<workspace>/eval/``.
+    """
+
+    labels: str | None = Field(
+        None,
+        description="Label raster URI template with {scene_id} (and optionally {scene_dir}, "
+        "the folder of the scene). A bare file name such as '{scene_id}_mask.tif' is looked "
+        "for next to each scene; anything else is a path or URI as everywhere in the config.",
+    )
+    label_kind: Literal["classes", "binary"] = Field(
+        "classes",
+        description="classes: one integer class per pixel, tile = majority class; binary: "
+        "non-zero = positive, tile label from its positive fraction.",
+    )
+    class_names: dict[int, str] | None = Field(
+        None, description="Names of the label values in the report (e.g. {1: fractured})."
+    )
+    ignore: int | None = Field(
+        None, description="Label value that is not a class (nodata); not counted anywhere."
+    )
+    min_purity: float = Field(
+        0.6, ge=0, le=1, description="classes: a tile's majority class must cover this share."
+    )
+    positive_fraction: float = Field(
+        0.05, ge=0, le=1, description="binary: positive when at least this share is marked."
+    )
+    negative_fraction: float = Field(
+        0.005, ge=0, le=1, description="binary: negative when less than this share is marked."
+    )
+    drop_empty_scenes: bool = Field(
+        True,
+        description="binary: leave out scenes whose label raster marks nothing (an empty "
+        "mask does not mean 'no positives').",
+    )
+    scenes: ScenesConfig | None = Field(
+        None,
+        description="Scenes to score (uris / glob / stac); the workspace's scenes when unset. "
+        "bands, nodata and allow_no_crs default to the top-level scenes section's.",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="Another workspace URI (its latest pretraining) or a checkpoint directory "
+        "URI to evaluate; this workspace's latest checkpoint when unset.",
+    )
+    probe_train: list[str] | None = Field(
+        None,
+        description="Scenes the linear probe is fitted on: glob patterns on the scene id, or "
+        "on the end of the scene URI when a pattern holds '/' (data_trainset/*). The probe is "
+        "scored on the other scenes. When unset, "
+        "the scenes are split in two halves at random (seed), grouped by scene.",
+    )
+    precision_k: int = Field(10, ge=1, le=1000, description="k of retrieval precision@k.")
+    kmeans_k: list[int] = Field(
+        default_factory=lambda: [2, 8, 16], description="k of the k-means agreement scores."
+    )
+    exclude_radius_km: float | None = Field(
+        None,
+        gt=0,
+        description="Leave out neighbours closer than this (km, scene CRS in metres) instead "
+        "of every neighbour from the query's own scene. Needs georeferenced scenes.",
+    )
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list(get_args(Baseline)),
+        description="Baselines computed on the same tiles in the same run.",
+    )
+    max_tiles: int = Field(
+        20000, ge=10, description="Labelled tiles scored at most (a seeded random subset)."
+    )
+    batch_size: int = Field(256, ge=1, description="Tiles per forward pass (CPU, no grad).")
+    queries: int = Field(2, ge=0, le=10, description="Example queries per class in queries.png.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        if self.negative_fraction > self.positive_fraction:
+            raise ValueError(
+                f"evaluate.negative_fraction ({self.negative_fraction}) must be <= "
+                f"evaluate.positive_fraction ({self.positive_fraction})"
+            )
+        if not self.kmeans_k or any(k < 2 for k in self.kmeans_k):
+            raise ValueError(f"evaluate.kmeans_k must list values >= 2, got {self.kmeans_k}")
+        if self.labels is not None and "{scene_id}" not in self.labels:
+            raise ValueError(
+                f"evaluate.labels must contain {{scene_id}} (one label raster per scene), "
+                f"got {self.labels!r}"
+            )
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"evaluate.baselines lists a baseline twice: {self.baselines}")
+        if self.probe_train is not None and not self.probe_train:
+            raise ValueError("evaluate.probe_train must list at least one pattern, or be unset")
+        return self
+
+
 class Config(_Section):
     """The whole antssl configuration."""
 
@@ -245,6 +386,8 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     cluster: ClusterConfig = ClusterConfig()
+    index: IndexConfig = IndexConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

@@ -16,6 +16,10 @@ One query (row i of the embeddings = catalog row i = tile i):
    ``distinct``, greedy non-maximum suppression drops each tile whose footprint overlaps an
    accepted result's (same CRS, or same scene without CRS), counted in its ``merged``.
 
+With ``candidates`` (an ANN index, :mod:`antssl.ann`), steps 2-4 run on the rows it
+proposes for q instead of on all N rows: scores stay exact, only which tiles are found
+can be approximate; ``bbox`` / ``scenes`` queries stay exact (see :meth:`SearchIndex.ranked`).
+
 Distances between centres: Euclidean in a shared projected CRS (in metres), else haversine
 on lon/lat; tiles without a CRS compare only within their scene, in pixels (1 px taken as
 1 m, no ground scale being known), and are infinitely far from everything else.
@@ -24,7 +28,7 @@ on lon/lat; tiles without a CRS compare only within their scene, in pixels (1 px
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,10 @@ _CHUNK_ROWS = 1 << 16  # rows normalised at a time (bounds temporary memory)
 _FIRST_POOL = 16  # candidates considered first: max(16 * k, 64), widened x4 while short
 _TILE_FIELDS = ("tile_id", "scene_id", "cluster", "lon", "lat", "x", "y", "crs", "size_m")
 _GEOJSON_PROPS = ("rank", "score", "tile_id", "scene_id", "cluster", "merged", "x", "y", "size_m")
+
+
+Candidates = Callable[[np.ndarray, int], np.ndarray]
+"""``candidates(q, m)``: about the ``m`` best rows for the unit query ``q`` (D,), -1 padded."""
 
 
 class SearchError(AntsslError, ValueError):
@@ -275,11 +283,17 @@ class SearchIndex:
         vecs = None if neg is None else self._emb[neg]
         return self.query(self._emb[pos], k, self_index=pos, negatives=vecs, **kw)
 
-    def query(
+    def query(self, vectors: np.ndarray, k: int, **kw: Any) -> list[Hit]:
+        """Top-``k`` tiles by cosine to the Rocchio query of ``vectors`` (D,) or (Q, D):
+        :meth:`ranked` without the search path."""
+        return self.ranked(vectors, k, **kw)[0]
+
+    def ranked(
         self,
         vectors: np.ndarray,
         k: int,
         *,
+        candidates: Candidates | None = None,
         exclude_radius_km: float = 0.0,
         include_self: bool = False,
         self_index: int | Sequence[int] | np.ndarray | None = None,
@@ -288,7 +302,7 @@ class SearchIndex:
         distinct: bool = True,
         negatives: np.ndarray | None = None,
         beta: float = 0.5,
-    ) -> list[Hit]:
+    ) -> tuple[list[Hit], str]:
         """Top-``k`` tiles by cosine to the Rocchio query of ``vectors`` (D,) or (Q, D).
 
         ``self_index``: the example tile row(s); they are left out (or ranked first with
@@ -298,6 +312,14 @@ class SearchIndex:
         exact (as a full sort would give) and may be fewer than ``k`` when filters leave
         fewer tiles. With ``distinct``, ``merged`` counts suppressed candidates ranked above
         the last result.
+
+        ``candidates(q, m)`` (e.g. an ANN index): about the ``m`` rows scoring best against
+        the unit query ``q`` (D,) float32, -1 for none. Without ``bbox`` / ``scenes`` the
+        ranking, exclusions and NMS above then run on those rows only (exact scores), with
+        ``m`` = max(16 k, 64) widened x4 while too few places remain; when the candidates
+        run out or a widened ``m`` would pass N, or with ``bbox`` / ``scenes`` (narrow
+        filters an ANN cannot apply), the search is exact. Returns ``(hits, path)``, path "exact" or
+        "candidates".
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
             raise SearchError(f"k={k!r} must be a positive integer")
@@ -307,6 +329,10 @@ class SearchIndex:
         q = query_vector(vectors, self.dim, negatives, beta)
         ex = np.empty(0, np.int64) if self_index is None else np.atleast_1d(self_index)
         selves = self._rows(ex, "self_index") if ex.size else ex
+        if candidates is not None and bbox is None and scenes is None:
+            found = self._from_candidates(candidates, q, k, selves, radius, include_self, distinct)
+            if found is not None:
+                return self._hits(*found, q), "candidates"
         key = self._emb @ q  # (N,) float32 cosine scores, used as the ranking key
         key[self._invalid] = -np.inf
         if scenes is not None:
@@ -327,7 +353,43 @@ class SearchIndex:
             if len(kept) >= k or m >= n_ok:
                 break
             m = min(n_ok, 4 * m)
-        return self._hits(kept, merged, q)
+        return self._hits(kept, merged, q), "exact"
+
+    def _from_candidates(
+        self,
+        candidates: Candidates,
+        q: np.ndarray,
+        k: int,
+        selves: np.ndarray,
+        radius: float,
+        include_self: bool,
+        distinct: bool,
+    ) -> tuple[np.ndarray, list[int]] | None:
+        """:meth:`ranked`'s steps 2-4 on candidate rows; None when it must go exact."""
+        n = len(self)
+        m = min(max(_FIRST_POOL * k, 64) + selves.size, n)
+        while True:
+            got = np.asarray(candidates(q, m), dtype=np.int64).ravel()
+            rows = np.unique(got[(got >= 0) & (got < n)])
+            if include_self:
+                rows = np.union1d(rows, selves)
+            key = self._emb[rows] @ q
+            key[np.isin(rows, self._invalid)] = -np.inf
+            if include_self:
+                key[np.isin(rows, selves)] += 2.0
+            else:
+                key[np.isin(rows, selves)] = -np.inf
+            ok = np.isfinite(key)
+            rows, key = rows[ok], key[ok]
+            cand = rows[np.lexsort((rows, -key))]
+            if radius > 0 and selves.size:
+                cand = cand[~self._near(cand, selves, radius * 1000.0, include_self)]
+            kept, merged = self._nms(cand, k) if distinct else (cand[:k], [0] * min(k, cand.size))
+            if len(kept) >= k:
+                return kept, merged
+            if np.count_nonzero(got >= 0) < m or 4 * m > n:
+                return None  # the candidates ran dry, or would be most rows: scan them all
+            m *= 4
 
     def nearest_tile(self, lon: float, lat: float) -> int | None:
         """Row of the tile whose footprint contains (lon, lat) (EPSG:4326 degrees), nearest

@@ -73,6 +73,11 @@ def latest_uri(config: Config) -> str:
     return storage.join(workspace.checkpoints_uri(config), "latest.json")
 
 
+def diverged_uri(config: Config) -> str:
+    """Where a worker records that the loss of this config's run became NaN/inf."""
+    return storage.join(workspace.checkpoints_uri(config), run_name(config), "diverged.json")
+
+
 def read_latest(config: Config) -> dict[str, Any] | None:
     """The completion marker of the last finished pretraining run, if any."""
     uri = latest_uri(config)
@@ -155,13 +160,19 @@ def run(config: Config) -> str:
         f"pretrain: {t.objective} on {len(cat)} tiles, {t.num_workers} worker(s), "
         f"{t.steps} steps; checkpoints under {ckpt_root}/{run_name(config)}/"
     )
+    marker = diverged_uri(config)
+    if storage.exists(marker, config.storage):  # a retry after changing nothing starts clean
+        storage.remove(marker, config.storage)
     result = trainer.fit()
     metrics = result.metrics or {}
     ckpt = result.checkpoint
-    if metrics.get("diverged"):
+    # Result.metrics belongs to the latest *checkpoint*, not the last report, so the
+    # workers' own marker (written before they stop) is what says the run diverged.
+    if storage.exists(marker, config.storage):
+        bad = json.loads(storage.read_text(marker, config.storage))
         last = ckpt.path if ckpt else "none"
         raise TrainingDivergedError(
-            f"loss became NaN/inf at step {metrics.get('step')}; last good checkpoint: {last}. "
+            f"loss became NaN/inf at step {bad.get('step')}; last good checkpoint: {last}. "
             "Lower train.lr or check the tiles' statistics"
         )
     if ckpt is None:
@@ -230,6 +241,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 z1, z2 = model(v1), model(v2)
                 loss = loss_fn(z1.float(), z2.float())
             if not torch.isfinite(loss):
+                if rank == 0:
+                    info = {"step": step, "loss": str(float(loss))}
+                    storage.write_text(diverged_uri(config), json.dumps(info), config.storage)
                 ray.train.report({"step": step, "diverged": True, "loss": float("nan")})
                 return
             opt.zero_grad(set_to_none=True)

@@ -45,3 +45,8 @@ def embeddings_uri(config: Config) -> str:
 
 def maps_uri(config: Config) -> str:
     return path(config, "maps")
+
+
+def index_uri(config: Config) -> str:
+    """Folder of the approximate-nearest-neighbour index (``antssl index``)."""
+    return path(config, "index")

@@ -405,6 +405,52 @@ def test_top_selection_is_exact_with_ties_and_masked_rows(m: int) -> None:
     assert _top(few, 3).tolist() == [123_456, 7, 299_999]
 
 
+class _Exact:
+    """A stand-in ANN: the true top m by cosine (-1 padded past ``cap``), counting calls."""
+
+    def __init__(self, world: World, cap: int | None = None) -> None:
+        self.emb, self.cap, self.calls = world.index.embeddings, cap, []
+
+    def __call__(self, q: np.ndarray, m: int) -> np.ndarray:
+        self.calls.append(m)
+        order = np.lexsort((np.arange(len(self.emb)), -(self.emb @ q)))[:m]
+        return np.where(np.arange(m) < (self.cap or m), order, -1)
+
+
+@pytest.mark.parametrize(
+    "case", CASES[:5], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
+def test_candidates_give_the_exact_results_when_they_hold_the_top(world: World, case: dict) -> None:
+    case = dict(case)
+    k, radius = case.pop("k"), case.pop("radius_km", 0.0)
+    k = min(k, 4)  # the first pool is then max(16 k, 64) + 1 self = 65 of the 308 tiles
+    cand = _Exact(world)
+    q = world.index.embeddings[[world.q]]
+    opts = {"self_index": [world.q], "exclude_radius_km": radius, **case}
+    hits, path = world.index.ranked(q, k, candidates=cand, **opts)
+    exact, exact_path = world.index.ranked(q, k, **opts)
+    assert (path, exact_path) == ("candidates", "exact") and cand.calls[0] == 65
+    assert [(h.index, h.merged) for h in hits] == [(h.index, h.merged) for h in exact]
+    np.testing.assert_allclose([h.score for h in hits], [h.score for h in exact], atol=1e-6)
+
+
+def test_candidates_fall_back_to_exact_when_short_or_filtered(world: World) -> None:
+    q = world.index.embeddings[[world.q]]
+    exact = [h.index for h in world.index.query(q, 3, self_index=[world.q])]
+    dry = _Exact(world, cap=2)  # finds 2 rows: not enough for k = 3
+    hits, path = world.index.ranked(q, 3, candidates=dry, self_index=[world.q])
+    assert path == "exact" and [h.index for h in hits] == exact and dry.calls == [65]
+    for filt in ({"scenes": ["coast-c"]}, {"bbox": (179.0, -71.0, -179.0, -69.0)}):
+        cand = _Exact(world)
+        hits, path = world.index.ranked(q, 3, candidates=cand, **filt)
+        assert path == "exact" and not cand.calls
+        assert [h.index for h in hits] == [h.index for h in world.index.query(q, 3, **filt)]
+    # a first pool of every tile that still leaves fewer than k places: exact
+    cand = _Exact(world)
+    hits, path = world.index.ranked(q, 100, candidates=cand)
+    assert [h.index for h in hits] == [h.index for h in world.index.query(q, 100)]
+
+
 def test_recall_at_k() -> None:
     assert recall_at_k([1, 2, 3, 4], [4, 3, 2, 1]) == 1.0
     assert recall_at_k([[1, 2], [5, 6]], [[1, 3], [5, 6]]) == pytest.approx(0.75)

@@ -1,4 +1,4 @@
-"""The Ray Serve service over real HTTP, on a store that lives on the local S3 server."""
+"""The Ray Serve service over real HTTP, on a store and ANN index on the local S3 server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import rasterio
 import yaml
 from rasterio.windows import Window
 
-from antssl import catalog, cluster, embed, store, tiles, train, workspace
+from antssl import catalog, cluster, embed, index_stage, store, tiles, train, workspace
 from antssl.config import parse_config
 from tests.conftest import s3_sample_config, upload
 
@@ -37,6 +37,7 @@ SETTINGS = {
     "embed": {"chunk_rows": 32, "batch_size": 64, "cpus_per_actor": 0.5},
     "data": {"read_cpus": 0.5},
     "cluster": {"k": 3, "batch_size": 128, "max_iter": 30, "num_actors": 1},
+    "index": {"kind": "ivf", "recall_queries": 50},
 }
 
 
@@ -55,7 +56,7 @@ def service(sample, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
 
     data, name = s3_sample_config(sample, s3_endpoint, **SETTINGS)
     cfg = parse_config(data)
-    for stage in (tiles, train, embed, cluster):
+    for stage in (tiles, train, embed, cluster, index_stage):
         stage.run(cfg)
     cfg_path = tmp_path_factory.mktemp("serve") / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
@@ -241,6 +242,71 @@ def test_auth(service) -> None:
     assert c.get(f"/v1/tiles/{t}").status_code == 200  # the open app needs no token
 
 
+def test_ann_index_is_used_and_agrees_with_exact_search(service) -> None:
+    from antssl.serve.index import ServiceIndex
+
+    c, cfg, cat = service["client"], service["cfg"], service["cat"]
+    ready = c.get("/readyz").json()
+    manifest = index_stage.read_manifest(cfg)
+    assert manifest is not None and manifest["kind"] == "ivf"
+    assert ready["search"] == "ivf" and ready["index"]["stale"] is False
+    assert ready["recall_at_10"] == manifest["recall_at_10"] >= 0.9
+    exact = ServiceIndex.load(cfg).search  # the same store, searched exhaustively
+    for i in (0, 10, 57, len(cat) - 1):
+        tid = cat["tile_id"].iloc[i]
+        for params in ({"k": 5}, {"k": 4, "exclude_radius_km": 2, "include_self": True}):
+            fc = c.get("/v1/similar", params={"tile_id": tid, **params}).json()
+            assert fc["query"]["search"] == "ivf", fc["query"]
+            want = exact.query_tiles(
+                [i], params["k"], **{k: v for k, v in params.items() if k != "k"}
+            )
+            got = [(f["id"], round(f["properties"]["score"], 4)) for f in fc["features"]]
+            assert got == [(h.tile_id, round(h.score, 4)) for h in want], (tid, params)
+    # a scene filter is narrow: exact search, same answer as in-process
+    tid = cat["tile_id"].iloc[3]
+    fc = c.get("/v1/similar", params={"tile_id": tid, "k": 3, "scene": "scene_001"}).json()
+    assert fc["query"]["search"] == "exact"
+    want = exact.query_tiles([3], 3, scenes=["scene_001"])
+    assert [f["id"] for f in fc["features"]] == [h.tile_id for h in want]
+
+
+def test_query_command_prints_a_table_and_writes_geojson(service, tmp_path: Path, capsys) -> None:
+    from antssl.cli import main
+
+    c, cat = service["client"], service["cat"]
+    url = str(c.base_url).rstrip("/")
+    tid = cat["tile_id"].iloc[10]
+    assert main(["query", "--url", url, "similar", "--tile-id", tid, "--k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "score", "cluster", "tile_id", "lon", "lat"]
+    rows = [ln.split() for ln in lines[1:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"] and tid not in [r[3] for r in rows]
+    expected = c.get("/v1/similar", params={"tile_id": tid, "k": 3}).json()
+    assert [r[3] for r in rows] == [f["id"] for f in expected["features"]]
+    out = tmp_path / "similar.geojson"
+    args = ["query", "--url", url, "--geojson", str(out), "similar", "--tile-id", tid]
+    args += ["--tile-id", cat["tile_id"].iloc[40], "--k", "4", "--include-self"]
+    assert main(args) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 4
+    assert doc["query"]["tile_ids"] == [tid, cat["tile_id"].iloc[40]]
+    t = cat.iloc[3]
+    assert main(["query", "--url", url, "similar", "--lon", str(t["lon"]), "--lat",
+                 str(t["lat"]), "--k", "2"]) == 0  # fmt: skip
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["query", "--url", url, "tile", tid]) == 0
+    assert capsys.readouterr().out.startswith(tid)
+    assert main(["query", "--url", url, "clusters"]) == 0
+    assert capsys.readouterr().out.count("cluster ") == 3
+    assert main(["query", "--url", url, "tile", "scene_000/999999/0"]) == 2
+    err = capsys.readouterr().err
+    assert "HTTP 404" in err and "tile_id" in err
+    assert main(["query", "--url", f"{url}/secure", "tile", tid]) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    assert main(["query", "--url", f"{url}/secure", "--token", "s3cret", "tile", tid]) == 0
+
+
 def test_reload_after_appending_a_scene(service, tmp_path: Path) -> None:
     from antssl.sample import write_sample_data
 
@@ -258,5 +324,19 @@ def test_reload_after_appending_a_scene(service, tmp_path: Path) -> None:
     assert r["reloaded"] and r["tiles"] > n_before
     f = c.get(f"/v1/tiles/{new_id}").json()
     assert f["properties"]["cluster"] >= 0  # assigned to an existing cluster
+    fc = c.get("/v1/similar", params={"tile_id": new_id, "k": 3, "include_self": True}).json()
+    assert fc["features"][0]["properties"]["tile_id"] == new_id
+    # the index was built from the smaller store: stale, so the service searches exactly ...
+    ready = c.get("/readyz").json()
+    assert ready["search"] == "exact" and ready["index"]["stale"] is True
+    assert fc["query"]["search"] == "exact"
+    # ... until the index stage runs again and the service reloads
+    index_stage.run(cfg)
+    assert index_stage.read_manifest(cfg)["n"] == r["tiles"]  # type: ignore[index]
+    r = c.post("/v1/reload").json()
+    assert r["reloaded"] and r["search"] == "ivf"
+    assert c.post("/v1/reload").json()["reloaded"] is False  # nothing changed since
+    ready = c.get("/readyz").json()
+    assert ready["search"] == "ivf" and ready["index"]["stale"] is False
     fc = c.get("/v1/similar", params={"tile_id": new_id, "k": 3, "include_self": True}).json()
     assert fc["features"][0]["properties"]["tile_id"] == new_id

@@ -113,3 +113,23 @@ def test_batchnorm_converts_to_syncbatchnorm() -> None:
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
     assert not any(type(m) is nn.BatchNorm2d for m in synced.modules())
+
+
+def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
+    spec = model_spec(TrainConfig(width=8, depth=1, embed_dim=16, input_norm="tile"), 2)
+    assert spec["input_norm"] == "tile"
+    model = build_model_from_spec(spec).eval()
+    x = torch.randn(3, 2, 32, 32)
+    # a scene-wide contrast stretch: gain and offset per tile and band
+    stretched = x * torch.tensor([3.0, 0.5]).view(1, 2, 1, 1) + torch.tensor([2.0, -1.0]).view(
+        1, 2, 1, 1
+    )
+    with torch.no_grad():
+        assert torch.allclose(model.embed(x), model.embed(stretched), atol=1e-4)
+        # the default model sees brightness: the same stretch moves its embedding
+        plain = build_model(TrainConfig(width=8, depth=1, embed_dim=16), 2).eval()
+        assert not torch.allclose(plain.embed(x), plain.embed(stretched), atol=1e-2)
+    # the default spec carries no input_norm key (older checkpoints stay valid)
+    assert "input_norm" not in model_spec(TrainConfig(), 2)
+    with pytest.raises(ConfigError, match="input_norm 'scene'"):
+        build_model_from_spec({**spec, "input_norm": "scene"})

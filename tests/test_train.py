@@ -13,7 +13,7 @@ import torch
 
 from antssl import storage, tiles, train, workspace
 from antssl.config import Config, parse_config
-from antssl.errors import ConfigError, StageOrderError
+from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.ssl import Augment, build_model, build_objective, load_checkpoint, read_meta
 from tests.conftest import s3_sample_config
 
@@ -114,3 +114,18 @@ def test_bad_settings_fail_before_training(s3_workspace: dict, tmp_path: Path) -
         train.run(empty)
     with pytest.raises(ConfigError, match="warmup_steps"):
         with_train(s3_workspace, warmup_steps=30)
+
+
+def test_nan_loss_stops_naming_the_step_and_last_checkpoint(s3_workspace: dict) -> None:
+    # lr 1e30: the first update makes the weights overflow, so the step-1 loss is NaN
+    # (a real divergence, no injection); the step-1 checkpoint is the last good one.
+    cfg = with_train(s3_workspace, lr=1e30, steps=6, warmup_steps=1, checkpoint_every=1)
+    with pytest.raises(TrainingDivergedError) as err:
+        train.run(cfg)
+    message = str(err.value)
+    assert "NaN/inf at step 1;" in message
+    last = message.split("last good checkpoint: ")[1].split(". ")[0]
+    assert f"/checkpoints/{train.run_name(cfg)}/checkpoint_" in last, message
+    # the run stopped without a finished-run marker: embed/serve cannot pick it up
+    latest = train.read_latest(cfg)
+    assert latest is None or latest["run"] != train.run_name(cfg)

@@ -8,6 +8,14 @@ The modules are plain numpy / scikit-learn / torch and import nothing from Ray o
 - :mod:`antssl.evaluate.baselines`: feature extractors on raw tiles to compare against.
 - :mod:`antssl.evaluate.report`: Markdown tables and PNG figures.
 
+The ``antssl evaluate`` stage wires them (these import storage, the reader and torch
+checkpoints, still no Ray):
+
+- :mod:`antssl.evaluate.tileset`: the scored scenes' tiles, planned, read and labelled.
+- :mod:`antssl.evaluate.features`: the checkpoint's embeddings and the baselines' features.
+- :mod:`antssl.evaluate.scoring`: every metric per method, as ``{metric: (value, counts)}``.
+- :mod:`antssl.evaluate.stage`: ``run(config)`` writing ``<workspace>/eval/``.
+
 The protocol these implement is described in EVAL-PROTOCOL.md (the MOA fracture protocol):
 other-scene retrieval, counts beside every figure, baselines in the same run.
 Importing this package imports none of its submodules.

@@ -1,16 +1,23 @@
-"""The Ray Serve application: a FastAPI ingress over an embedder and a search deployment.
+"""The Ray Serve application: a FastAPI ingress holding the search, and an embedder.
 
 ``build_app(args)`` returns the bound application; ``serve run
 antssl.serve.app:build_app config=config.yaml`` and a RayService ``import_path``
 both use it. Endpoints (OpenAPI at /docs): ``POST /v1/embed``,
 ``GET /v1/tiles/{tile_id}``, ``GET|POST /v1/similar``, ``GET /v1/clusters``,
 ``POST /v1/reload``, ``GET /healthz``, ``GET /readyz``.
+
+By default the Api replica holds the search (catalog, embeddings, the ``antssl index``
+ANN index) itself and answers on a worker thread: a request crosses the HTTP proxy and
+one replica, and only patches go on to the Embedder. ``search_in_ingress: false`` puts
+the search in its own deployment (one more hop, about 3-6 ms here: bench/RESULTS.md).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures.
 
+import asyncio
 import hmac
 import os
+import threading
 import time
 from typing import Any
 
@@ -22,6 +29,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from antssl import ann
 from antssl.config import load_config
 from antssl.reader import BandStats
 from antssl.serve.errors import BadRequest, TooLarge, Unauthorized, status_of
@@ -81,26 +89,31 @@ class Embedder:
         return await self.embed_batch(patch)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
-class Search:
-    """The catalog and the Zarr embeddings in memory; exact cosine search."""
+class Searcher:
+    """The catalog, the Zarr embeddings and the ANN index in memory (a :class:`ServiceIndex`),
+    reloaded when the store or the index changes. Held by the Api replica itself
+    (``search_in_ingress``, one hop less) or by the Search deployment."""
 
     def __init__(self, args: ServeArgs) -> None:
         self.args = args
         self.config = _config(args)
+        ann.set_threads(max(1, int(args.search_cpus)))  # one query at a time per thread
         self.index = ServiceIndex.load(self.config)
         self.checked = time.monotonic()
+        self.lock = threading.Lock()
 
     def reload(self, force: bool = True) -> dict[str, Any]:
-        """Load the store again when its version changed (more tiles, new clustering)."""
-        before = self.index.version
-        if force or ServiceIndex.current_version(self.config) != before:
-            self.index = ServiceIndex.load(self.config)
-        self.checked = time.monotonic()
+        """Load the store again when its version or its ANN index changed."""
+        with self.lock:
+            before = self.index
+            if force or ServiceIndex.current_version(self.config) != before.state:
+                self.index = ServiceIndex.load(self.config)
+            self.checked = time.monotonic()
         return {
             "version": self.index.version,
-            "reloaded": self.index.version != before,
+            "reloaded": self.index is not before,
             "tiles": len(self.index.search),
+            "search": self.index.search_kind,
         }
 
     def _maybe_reload(self) -> None:
@@ -108,10 +121,14 @@ class Search:
             self.reload(force=False)
 
     def status(self) -> dict[str, Any]:
+        info = self.index.ann_info
         return {
             "tiles": len(self.index.search),
             "version": self.index.version,
             "clustered": self.index.clustered,
+            "search": self.index.search_kind,
+            "recall_at_10": 1.0 if self.index.ann is None else info["index"]["recall_at_10"],
+            "index": info["index"],
         }
 
     def tile(self, tile_id: str) -> dict[str, Any]:
@@ -125,6 +142,12 @@ class Search:
         return self.index.similar(query, vector)
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+class Search(Searcher):
+    """The search as its own deployment (``search_in_ingress: false``): scaled apart from
+    the ingress, at the cost of one more hop per request."""
+
+
 @serve.deployment(max_ongoing_requests=64, max_queued_requests=128)
 @serve.ingress(api)
 class Api:
@@ -133,12 +156,21 @@ class Api:
     def __init__(
         self,
         embedder: DeploymentHandle,
-        searcher: DeploymentHandle,
+        searcher: DeploymentHandle | None,
         args: ServeArgs,
         token: str | None,
     ) -> None:
         self.embedder, self.searcher, self.args, self.token = embedder, searcher, args, token
+        self.local = Searcher(args) if searcher is None else None
         self.spec: dict[str, int] | None = None
+
+    async def _search(self, method: str, *a: Any) -> Any:
+        """``Searcher.<method>(*a)``: in this replica (on a worker thread, so the event loop
+        keeps serving) or on the Search deployment."""
+        if self.local is not None:
+            return await asyncio.to_thread(getattr(self.local, method), *a)
+        assert self.searcher is not None  # one of the two is set in __init__
+        return await getattr(self.searcher, method).remote(*a)
 
     async def _model_spec(self) -> dict[str, int]:
         if self.spec is None:
@@ -178,7 +210,7 @@ class Api:
 
     @api.get("/readyz")
     async def readyz(self) -> dict[str, Any]:
-        status = await self.searcher.status.remote()
+        status = await self._search("status")
         return {"status": "ready", **status, "model": await self._model_spec()}
 
     @api.post("/v1/embed")
@@ -193,7 +225,7 @@ class Api:
     async def tile(self, tile_id: str, request: Request) -> dict[str, Any]:
         """One tile of the catalog as a GeoJSON Feature (footprint polygon)."""
         self._auth(request)
-        return await self.searcher.tile.remote(tile_id)
+        return await self._search("tile", tile_id)
 
     @api.get("/v1/similar")
     async def similar_get(
@@ -232,7 +264,7 @@ class Api:
             "include_self": include_self,
             "distinct": distinct,
         }
-        return await self.searcher.similar.remote(query)
+        return await self._search("similar", query)
 
     @api.post("/v1/similar")
     async def similar_post(self, request: Request) -> dict[str, Any]:
@@ -263,19 +295,19 @@ class Api:
             raise BadRequest("tile_ids or pixels: one of them is required")
         elif len(req.tile_ids) + len(req.negatives) > self.args.max_examples:
             raise BadRequest(f"tile_ids: at most {self.args.max_examples} examples per query")
-        return await self.searcher.similar.remote(req.model_dump(exclude={"pixels"}), vector)
+        return await self._search("similar", req.model_dump(exclude={"pixels"}), vector)
 
     @api.get("/v1/clusters")
     async def clusters(self, request: Request) -> dict[str, Any]:
         """Size, scene shares and exemplar tiles of each cluster."""
         self._auth(request)
-        return await self.searcher.clusters.remote()
+        return await self._search("clusters")
 
     @api.post("/v1/reload")
     async def reload(self, request: Request) -> dict[str, Any]:
         """Load a new version of the store (e.g. after new coastlines were embedded)."""
         self._auth(request)
-        return await self.searcher.reload.remote(False)
+        return await self._search("reload", False)
 
 
 def _config(args: ServeArgs):
@@ -291,9 +323,12 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Any:
     embedder = Embedder.options(
         ray_actor_options={"num_cpus": args.embedder_cpus, "num_gpus": args.num_gpus}
     ).bind(args)
-    searcher = Search.options(ray_actor_options={"num_cpus": args.search_cpus}).bind(args)
+    searcher = None
+    ingress_cpus = args.ingress_cpus + (args.search_cpus if args.search_in_ingress else 0)
+    if not args.search_in_ingress:
+        searcher = Search.options(ray_actor_options={"num_cpus": args.search_cpus}).bind(args)
     return Api.options(
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
-        ray_actor_options={"num_cpus": args.ingress_cpus},
+        ray_actor_options={"num_cpus": ingress_cpus},
     ).bind(embedder, searcher, args, token)

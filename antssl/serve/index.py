@@ -1,24 +1,32 @@
-"""What the search deployment holds: catalog + embeddings + clusters, and the queries on them.
+"""What the search holds: catalog + embeddings + clusters + ANN index, and the queries on them.
 
 No Ray and no HTTP here: :class:`ServiceIndex` loads one version of the
-workspace (tile catalog, ``embeddings.zarr``, cluster summary) and answers
-queries with :mod:`antssl.search`, raising the service's errors.
+workspace (tile catalog, ``embeddings.zarr``, cluster summary, and the
+``antssl index`` ANN index when it was built from these embeddings) and answers
+queries with :mod:`antssl.search`, raising the service's errors. With an ANN
+index, a query takes candidates from it and ranks, filters and de-duplicates them
+exactly; queries with ``bbox`` / ``scenes`` filters, or whose candidates run out,
+are answered by exact search.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
-from antssl import catalog, search, storage, store, workspace
+from antssl import ann, catalog, index_stage, search, storage, store, workspace
 from antssl.config import Config
-from antssl.errors import StageOrderError
+from antssl.errors import AntsslError, StageOrderError
 from antssl.serve.errors import BadRequest, NotFound
+
+log = logging.getLogger(__name__)
 
 
 def store_version(attrs: dict[str, Any]) -> str:
@@ -34,11 +42,26 @@ class ServiceIndex:
     version: str
     clustered: bool
     summary: dict[str, Any] | None
+    ann: ann.AnnIndex | None = None
+    ann_info: dict[str, Any] = field(default_factory=lambda: {"search": "exact", "index": None})
 
     @classmethod
     def current_version(cls, config: Config) -> str:
+        """The store version and the index manifest's build time: a change in either is a
+        reason to reload."""
         group = store.open_group(workspace.embeddings_uri(config), config.storage)
-        return store_version(dict(group.attrs))
+        manifest = index_stage.read_manifest(config) or {}
+        return f"{store_version(dict(group.attrs))}|{manifest.get('built_at')}"
+
+    @property
+    def state(self) -> str:
+        """What :meth:`current_version` returned when this was loaded."""
+        return f"{self.version}|{(self.ann_info.get('index') or {}).get('built_at')}"
+
+    @property
+    def search_kind(self) -> str:
+        """The search path: "exact", or the ANN kind ("ivf", "hnsw") giving candidates."""
+        return self.ann.kind if self.ann is not None else "exact"
 
     @classmethod
     def load(cls, config: Config) -> ServiceIndex:
@@ -62,7 +85,9 @@ class ServiceIndex:
             else None
         )
         index = search.SearchIndex.from_frame(frame, emb, cluster=labels)
-        return cls(index, frame, store_version(attrs), bool((labels >= 0).any()), summary)
+        nn, info = _load_ann(config, attrs, len(emb))
+        version = store_version(attrs)
+        return cls(index, frame, version, bool((labels >= 0).any()), summary, nn, info)
 
     def _row(self, tile_id: str) -> int:
         i = self.search.index_of(tile_id)
@@ -113,9 +138,11 @@ class ServiceIndex:
             "distinct": q.get("distinct", True),
         }
         k = int(q["k"])
+        if (nn := self.ann) is not None:
+            opts["candidates"] = lambda v, m: _candidates(nn, v, m)
         if vector is not None:
-            hits = self.search.query(np.asarray(vector, np.float32), k, **opts)
-            echo = {"by": "patch"}
+            hits, path = self.search.ranked(np.asarray(vector, np.float32), k, **opts)
+            echo: dict[str, Any] = {"by": "patch"}
         else:
             ids = q.get("tile_ids")
             if not ids:
@@ -130,9 +157,15 @@ class ServiceIndex:
             neg = [self._row(t) for t in q.get("negatives") or []]
             if set(pos) & set(neg):
                 raise BadRequest("negatives: a tile cannot be both a positive and a negative")
-            hits = self.search.query_tiles(pos, k, negatives=neg, **opts)
+            emb = self.search.embeddings
+            vecs = None if not neg else emb[neg]
+            hits, path = self.search.ranked(
+                emb[pos], k, self_index=np.asarray(pos, np.int64), negatives=vecs, **opts
+            )
             echo = {"by": "tiles", "tile_ids": ids, "negatives": q.get("negatives") or []}
+        opts.pop("candidates", None)
         echo.update({"k": k, **{key: v for key, v in opts.items() if v is not None}})
+        echo["search"] = self.search_kind if path == "candidates" else "exact"
         return search.to_geojson(hits, query=echo)
 
     def clusters(self) -> dict[str, Any]:
@@ -145,6 +178,60 @@ class ServiceIndex:
         k = int(labels.max()) + 1
         sizes = np.bincount(labels[labels >= 0], minlength=k)
         return {"k": k, "clusters": [{"cluster": j, "size": int(sizes[j])} for j in range(k)]}
+
+
+def _candidates(nn: ann.AnnIndex, q: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` best rows the ANN finds for ``q``; an IVF index scans at least the cells
+    that hold about 2 m vectors (``nprobe >= 2 m nlist / N``), so over-fetching does not
+    run out of candidates."""
+    if nn.kind != "ivf":
+        return nn.search(q, m)[1][0]
+    nlist = int(nn.params["nlist"])
+    need = math.ceil(2 * m * nlist / max(len(nn), 1))
+    nprobe = min(nlist, max(int(nn.params["nprobe"]), need))
+    return nn.search(q, m, nprobe=nprobe)[1][0]
+
+
+def _load_ann(
+    config: Config, attrs: dict[str, Any], n: int
+) -> tuple[ann.AnnIndex | None, dict[str, Any]]:
+    """The ANN index the manifest names when it was built from these embeddings, and what
+    /readyz reports about it; (None, …) means exact search (logged when the index is stale)."""
+    manifest = index_stage.read_manifest(config)
+    if manifest is None:
+        return None, {"search": "exact", "index": None}
+    info: dict[str, Any] = {
+        "search": "exact",
+        "index": {
+            k: manifest.get(k)
+            for k in ("kind", "n", "params", "recall_at_10", "built_at", "store_version")
+        },
+    }
+    current = index_stage.embeddings_version(attrs)
+    if manifest.get("embeddings_version") != current or manifest.get("n") != n:
+        log.warning(
+            "the ANN index at %s was built from embeddings %s, the store now holds %s: "
+            "exact search until `antssl index` is re-run",
+            workspace.index_uri(config),
+            manifest.get("embeddings_version"),
+            current,
+        )
+        info["index"]["stale"] = True
+        return None, info
+    info["index"]["stale"] = False
+    if manifest.get("kind") not in ann.KINDS:
+        return None, info
+    try:
+        nn = index_stage.load_index(config, manifest)
+    except AntsslError as err:
+        log.warning("cannot load the ANN index (%s): exact search", err)
+        info["index"]["error"] = str(err)
+        return None, info
+    if (len(nn), nn.dim) != (n, int(manifest.get("dim") or nn.dim)):
+        log.warning("the ANN index holds %d rows, the store %d: exact search", len(nn), n)
+        return None, info
+    info["search"] = nn.kind
+    return nn, info
 
 
 def _plain(v: Any) -> Any:

@@ -22,7 +22,15 @@ class ServeArgs(BaseModel):
     embed_batch_size: int = Field(32, ge=1, description="Dynamic batch size of the embedder.")
     num_gpus: float = Field(0, ge=0, description="GPUs for the embedder replica.")
     embedder_cpus: float = Field(1.0, gt=0, description="CPUs for the embedder replica.")
-    search_cpus: float = Field(1.0, gt=0, description="CPUs for the search replica.")
+    search_cpus: float = Field(
+        1.0, gt=0, description="CPUs for the search (added to the ingress's when it holds it)."
+    )
+    search_in_ingress: bool = Field(
+        True,
+        description="Search inside the HTTP ingress replica (one Serve hop less per request; "
+        "each ingress replica holds the embeddings and ANN index in memory), else in a "
+        "separate Search deployment.",
+    )
     ingress_cpus: float = Field(0.25, gt=0, description="CPUs for the HTTP ingress replica.")
     auth_token_env: str = Field(
         "ANTSSL_API_TOKEN",

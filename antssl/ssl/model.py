@@ -7,7 +7,9 @@ has no BatchNorm, so it works with any per-worker batch size (even 1).
 
 A *spec* is a plain JSON-able dict holding everything needed to rebuild the
 model: ``backbone``, ``in_bands``, ``width``, ``depth``, ``embed_dim``,
-``proj_dim``. Checkpoints store it next to the weights.
+``proj_dim``, and optionally ``input_norm`` (:data:`INPUT_NORMS`; absent means
+``"dataset"``, so older checkpoints load unchanged). Checkpoints store it next to the
+weights.
 """
 
 from __future__ import annotations
@@ -20,10 +22,41 @@ from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.backbones import build_backbone
 
-__all__ = ["SPEC_KEYS", "SSLModel", "build_model", "build_model_from_spec", "model_spec"]
+__all__ = [
+    "INPUT_NORMS",
+    "SPEC_KEYS",
+    "SSLModel",
+    "TileStandardize",
+    "build_model",
+    "build_model_from_spec",
+    "model_spec",
+]
 
 SPEC_KEYS: tuple[str, ...] = ("backbone", "in_bands", "width", "depth", "embed_dim", "proj_dim")
-"""The keys of a model spec, in order."""
+"""The required keys of a model spec, in order."""
+
+INPUT_NORMS: tuple[str, ...] = ("dataset", "tile")
+"""How the model sees a tile: ``dataset``: as normalised by the run's per-band statistics
+(absolute brightness and band ratios are features); ``tile``: additionally standardised
+per tile and band inside the model (mean 0, std 1), so a scene's own contrast stretch or
+illumination cannot be learned as a feature, only structure can."""
+
+
+class TileStandardize(nn.Module):
+    """Per-tile, per-band standardisation ``(x - mean) / (std + eps)`` over H and W.
+
+    Parameter-free, part of the model (so embedding and serving apply it too). Pixels
+    filled for nodata (0 after dataset normalisation) are counted like the others.
+    """
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
+        return (x - mean) / (std + self.eps)
 
 
 class SSLModel(nn.Module):
@@ -33,10 +66,20 @@ class SSLModel(nn.Module):
         encoder: Module mapping ``(B, C, H, W)`` float32 to ``(B, embed_dim)``.
         embed_dim: Size of the encoder's embedding.
         proj_dim: Size of the projection the loss sees.
+        input_norm: One of :data:`INPUT_NORMS`.
     """
 
-    def __init__(self, encoder: nn.Module, embed_dim: int, proj_dim: int) -> None:
+    def __init__(
+        self, encoder: nn.Module, embed_dim: int, proj_dim: int, input_norm: str = "dataset"
+    ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ConfigError(
+                f"unknown input_norm {input_norm!r}; set train.input_norm to one of: "
+                + ", ".join(INPUT_NORMS)
+            )
+        self.input_norm = input_norm
+        self.prep: nn.Module = TileStandardize() if input_norm == "tile" else nn.Identity()
         self.encoder = encoder
         self.embed_dim = embed_dim
         self.proj_dim = proj_dim
@@ -48,7 +91,7 @@ class SSLModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Projections ``(B, proj_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32."""
-        return self.head(self.encoder(x))
+        return self.head(self.encoder(self.prep(x)))
 
     def embed(self, x: Tensor) -> Tensor:
         """Embeddings ``(B, embed_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
@@ -56,13 +99,13 @@ class SSLModel(nn.Module):
         Call ``model.eval()`` (and ``torch.no_grad()``) first when embedding a
         dataset, so BatchNorm uses its running statistics.
         """
-        out: Tensor = self.encoder(x)
+        out: Tensor = self.encoder(self.prep(x))
         return out
 
 
 def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
     """The JSON-able spec of the model ``cfg`` describes for ``in_bands`` input bands."""
-    return {
+    spec: dict[str, Any] = {
         "backbone": cfg.backbone,
         "in_bands": int(in_bands),
         "width": cfg.width,
@@ -70,6 +113,9 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "proj_dim": cfg.proj_dim,
     }
+    if cfg.input_norm != "dataset":  # the default stays implicit: older specs are unchanged
+        spec["input_norm"] = cfg.input_norm
+    return spec
 
 
 def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
@@ -81,11 +127,11 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     if not isinstance(spec, dict):
         raise ConfigError(f"a model spec must be a dict, got {type(spec).__name__}")
     missing = [k for k in SPEC_KEYS if k not in spec]
-    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    unknown = sorted(set(spec) - set(SPEC_KEYS) - {"input_norm"})
     if missing or unknown:
         raise ConfigError(
             f"invalid model spec: missing keys {missing}, unknown keys {unknown}; "
-            f"a spec has exactly: {', '.join(SPEC_KEYS)}"
+            f"a spec has: {', '.join(SPEC_KEYS)} (and optionally input_norm)"
         )
     proj_dim = spec["proj_dim"]
     if not isinstance(proj_dim, int) or isinstance(proj_dim, bool) or proj_dim < 1:
@@ -93,7 +139,7 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     encoder = build_backbone(
         spec["backbone"], spec["in_bands"], spec["width"], spec["depth"], spec["embed_dim"]
     )
-    return SSLModel(encoder, spec["embed_dim"], proj_dim)
+    return SSLModel(encoder, spec["embed_dim"], proj_dim, spec.get("input_norm", "dataset"))
 
 
 def build_model(cfg: TrainConfig, in_bands: int) -> SSLModel:

@@ -1,0 +1,160 @@
+"""Features of the evaluated tiles: the learned encoder and the baselines, in one process.
+
+The encoder is the checkpoint's :class:`~antssl.ssl.SSLModel`, fed tiles normalised with
+the checkpoint's own per-band statistics (as the embed stage does), batched on CPU under
+``torch.no_grad``. Baselines (:mod:`antssl.evaluate.baselines`) see the raw tiles, except
+the random backbone, which sees the normalised ones like the trained model.
+
+Each :class:`Method` carries how its features are compared (EVAL-PROTOCOL.md): the learned
+and random encoders by cosine on the raw embedding (as the service searches); hand-made
+baselines by cosine after a z-score fitted on the evaluated tiles; the 1-D mean brightness
+by Euclidean distance.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from antssl import storage, workspace
+from antssl.config import Config
+from antssl.errors import ConfigError, StageOrderError
+from antssl.evaluate import baselines
+from antssl.evaluate.retrieval import Metric
+from antssl.evaluate.tileset import EvalTiles
+from antssl.reader import BandStats, normalise
+from antssl.ssl import build_model_from_spec, load_checkpoint
+from antssl.ssl.model import SSLModel
+
+ENCODER = "encoder"
+"""Method name of the learned encoder in reports."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method's features ``x`` (n, d) float32 and the metric its neighbours use."""
+
+    name: str
+    x: np.ndarray
+    metric: Metric
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the evaluated weights came from."""
+
+    uri: str
+    step: int | None
+    source: str  # "workspace", "workspace <uri>" or "checkpoint directory"
+
+
+def _latest(root: str, config: Config) -> dict[str, Any] | None:
+    uri = storage.join(root, "checkpoints", "latest.json")
+    if not storage.exists(uri, config.storage):
+        return None
+    return dict(json.loads(storage.read_text(uri, config.storage)))
+
+
+def resolve_checkpoint(config: Config) -> Checkpoint:
+    """The checkpoint ``evaluate.checkpoint`` names, or this workspace's latest.
+
+    ``evaluate.checkpoint`` may be a workspace URI (its ``checkpoints/latest.json``) or a
+    checkpoint directory URI (holding ``meta.json``).
+    """
+    other = config.evaluate.checkpoint
+    if other is None:
+        done = _latest(workspace.root(config), config)
+        if done is None:
+            raise StageOrderError(
+                f"no finished pretraining in {workspace.checkpoints_uri(config)}: run "
+                "`antssl pretrain --config …` first, or set evaluate.checkpoint"
+            )
+        return Checkpoint(str(done["checkpoint"]), done.get("step"), "workspace")
+    uri = storage.normalize_uri(other)
+    if storage.exists(storage.join(uri, "meta.json"), config.storage):
+        return Checkpoint(uri, None, "checkpoint directory")
+    done = _latest(uri, config)
+    if done is not None:
+        return Checkpoint(str(done["checkpoint"]), done.get("step"), f"workspace {uri}")
+    raise ConfigError(
+        f"evaluate.checkpoint {other!r} is neither a checkpoint directory (with meta.json) nor "
+        "a workspace with checkpoints/latest.json"
+    )
+
+
+def load_model(ckpt: Checkpoint, config: Config) -> tuple[SSLModel, dict[str, Any], Checkpoint]:
+    """The checkpoint's model (eval mode, CPU) and metadata; the step filled in from meta."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.download_dir(ckpt.uri, Path(tmp), config.storage)
+        model, meta = load_checkpoint(local, map_location="cpu")
+    step = ckpt.step if ckpt.step is not None else meta.get("step")
+    return model, meta, Checkpoint(ckpt.uri, step, ckpt.source)
+
+
+def model_input(tiles: EvalTiles, meta: dict[str, Any]) -> np.ndarray:
+    """Tiles normalised with the checkpoint's statistics: (n, C, H, W) float32, nodata 0."""
+    stats = BandStats(**meta["stats"])
+    in_bands = int(meta["spec"]["in_bands"])
+    n_bands = tiles.pixels.shape[1]
+    if in_bands != n_bands or len(stats.mean) != n_bands:
+        raise ConfigError(
+            f"the checkpoint takes {in_bands} band(s) {stats.bands} but the scored scenes give "
+            f"{n_bands}; set scenes.bands (or evaluate.scenes.bands) to the training bands"
+        )
+    return normalise(tiles.pixels, tiles.valid, stats)
+
+
+def embed(model: SSLModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model.embed`` of normalised tiles (n, C, H, W), in batches on CPU: (n, D) float32."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            out.append(model.embed(torch.from_numpy(x[s : s + batch_size])).float().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Columns standardised on these rows (constant columns become 0): (n, d) float32."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def _factory(spec: dict[str, Any]) -> Callable[[], SSLModel]:
+    """A fresh, randomly initialised model of the checkpoint's architecture."""
+    return lambda: build_model_from_spec(spec)
+
+
+def compute_methods(
+    tiles: EvalTiles, model: SSLModel, meta: dict[str, Any], config: Config
+) -> list[Method]:
+    """The learned encoder's features, then each configured baseline's, on the same tiles."""
+    ev = config.evaluate
+    normed = model_input(tiles, meta)
+    methods = [Method(ENCODER, embed(model, normed, ev.batch_size), "cosine")]
+    print(f"evaluate: embedded {len(tiles)} tiles → {methods[0].x.shape[1]}-D", flush=True)
+    raw = tiles.pixels
+    for name in ev.baselines:
+        if name == "pca_pixels":
+            methods.append(Method(name, zscore(baselines.pca_pixels(raw, 64, ev.seed)), "cosine"))
+        elif name == "intensity_stats":
+            methods.append(Method(name, zscore(baselines.intensity_stats(raw)), "cosine"))
+        elif name == "texture":
+            methods.append(Method(name, zscore(baselines.texture_features(raw)), "cosine"))
+        elif name == "mean_brightness":
+            methods.append(Method(name, baselines.mean_brightness(raw), "euclidean"))
+        elif name == "random_backbone":
+            x = baselines.random_backbone_features(
+                normed, _factory(dict(meta["spec"])), ev.seed, ev.batch_size
+            )
+            methods.append(Method(name, x, "cosine"))
+        print(f"evaluate: baseline {name} → {methods[-1].x.shape[1]}-D", flush=True)
+    return methods

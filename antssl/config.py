@@ -142,6 +142,29 @@ class DataConfig(_Section):
     seed: int = 0
 
 
+class AugmentSettings(_Section):
+    """The two views' augmentations (:class:`antssl.ssl.augment.AugmentConfig`, same names and
+    defaults). Intensities are in normalised (std) units; probabilities per sample."""
+
+    dihedral: bool = Field(True, description="Random 90° rotations and flips (nadir: no 'up').")
+    crop_prob: float = Field(1.0, ge=0, le=1)
+    crop_scale: tuple[float, float] = Field(
+        (0.35, 1.0), description="Random resized crop's area range, as a fraction of the tile."
+    )
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter_prob: float = Field(0.8, ge=0, le=1)
+    brightness: float = Field(0.4, ge=0)
+    contrast: float = Field(0.4, ge=0, lt=1)
+    jitter_per_band: bool = False
+    blur_prob: float = Field(
+        0.5, ge=0, le=1, description="Gaussian blur; 0 keeps fine texture (crevasses) a feature."
+    )
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    noise_prob: float = Field(0.5, ge=0, le=1)
+    noise_std: float = Field(0.1, ge=0)
+    band_drop_prob: float = Field(0.2, ge=0, le=1)
+
+
 class TrainConfig(_Section):
     """Self-supervised pretraining (Ray Train)."""
 
@@ -156,8 +179,15 @@ class TrainConfig(_Section):
         "and band ratios are features); tile: also standardised per tile and band inside the "
         "model, for archives whose scenes were contrast-stretched one by one (e.g. MOA).",
     )
+    pool: Literal["avg", "stats"] = Field(
+        "avg",
+        description="avg: average-pool the last stage, then a linear layer to embed_dim; "
+        "stats: mean and std of the stem's and every stage's maps (a texture descriptor of "
+        "2 x width x 2**stages values; embed_dim is then ignored).",
+    )
     objective: str = "simclr"
     temperature: float = Field(0.2, gt=0)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
     batch_size: int = Field(64, ge=2, description="Global batch size (split over workers).")
     steps: int = Field(200, ge=1)
     warmup_steps: int = Field(20, ge=0)

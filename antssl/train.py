@@ -29,13 +29,14 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from antssl import catalog, storage, workspace
-from antssl.config import Config
+from antssl.config import Config, TrainConfig
 from antssl.data import tile_dataset
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray
 from antssl.ssl import (
     Augment,
+    AugmentConfig,
     all_reduce_mean,
     build_model,
     build_objective,
@@ -71,6 +72,14 @@ def run_name(config: Config) -> str:
 
 def latest_uri(config: Config) -> str:
     return storage.join(workspace.checkpoints_uri(config), "latest.json")
+
+
+def augment_config(t: TrainConfig) -> AugmentConfig:
+    """The augmentation settings of ``train.augment`` (ConfigError names a bad one)."""
+    try:
+        return AugmentConfig(**t.augment.model_dump())
+    except ConfigError as e:
+        raise ConfigError(f"train.augment: {e}") from None
 
 
 def diverged_uri(config: Config) -> str:
@@ -124,6 +133,7 @@ def run(config: Config) -> str:
             f"train.batch_size {t.batch_size} is larger than the {len(cat)} tiles in the catalog"
         )
     build_model(t, in_bands)  # unknown backbone → ConfigError before any worker starts
+    augment_config(t)
     build_objective(t)
     ensure_ray(config)
     _check_resources(config)
@@ -220,7 +230,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             print(f"pretrain: resumed from step {step} ({restored.path})")
     model = ray.train.torch.prepare_model(model)
     loss_fn = build_objective(t)
-    augment = Augment().to(device)
+    augment = Augment(augment_config(t)).to(device)
     gen = torch.Generator(device=device)
     local_bs = t.batch_size // world
     shard = ray.train.get_dataset_shard("train")

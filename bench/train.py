@@ -73,7 +73,7 @@ def torch_loop(
     """Steady-state tiles/s of train.train_loop's body in plain torch (steps skip..steps),
     per wall second and per CPU second of this process."""
     from antssl.ssl import Augment, build_model, build_objective
-    from antssl.train import lr_lambda
+    from antssl.train import augment_config, lr_lambda
 
     t = config.train
     old = torch.get_num_threads()
@@ -84,7 +84,7 @@ def torch_loop(
         opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
         loss_fn = build_objective(t)
-        augment = Augment()
+        augment = Augment(augment_config(t))
         gen = torch.Generator()
         data = torch.from_numpy(images)
         order = torch.randperm(len(data))

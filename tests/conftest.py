@@ -22,6 +22,22 @@ S3_ENV = {
 }
 
 
+TINY_TRAIN: dict = {
+    "width": 8,
+    "depth": 1,
+    "embed_dim": 16,
+    "proj_dim": 16,
+    "steps": 4,
+    "warmup_steps": 1,
+    "batch_size": 16,
+    "checkpoint_every": 4,
+    "num_workers": 1,
+    "cpus_per_worker": 0.5,
+}
+"""A model trained in seconds on the sample scenes: for stages that need a checkpoint, not a
+good one (one recipe for every test module, so a change reaches all of them)."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

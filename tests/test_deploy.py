@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 CONFIG_MOUNT = "/etc/antssl"
 CONFIG_PATH = f"{CONFIG_MOUNT}/config.yaml"
-STAGES = ("tiles", "pretrain", "embed", "cluster", "index", "pipeline")
+STAGES = ("tiles", "pretrain", "embed", "cluster", "index", "evaluate", "pipeline")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 

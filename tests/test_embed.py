@@ -18,22 +18,11 @@ from antssl.config import Config, parse_config
 from antssl.errors import ConfigError, StageOrderError
 from antssl.reader import BandStats, normalise, read_tiles
 from antssl.scenes import open_raster
-from tests.conftest import s3_sample_config, upload
+from tests.conftest import TINY_TRAIN, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-TRAIN = {
-    "width": 8,
-    "depth": 1,
-    "embed_dim": 16,
-    "proj_dim": 16,
-    "steps": 4,
-    "warmup_steps": 1,
-    "batch_size": 16,
-    "checkpoint_every": 4,
-    "num_workers": 1,
-    "cpus_per_worker": 0.5,
-}
+TRAIN = TINY_TRAIN
 EMBED = {"chunk_rows": 32, "batch_size": 48}
 
 

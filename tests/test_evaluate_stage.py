@@ -27,22 +27,11 @@ from antssl.evaluate.metrics import linear_probe
 from antssl.evaluate.retrieval import retrieval_precision
 from antssl.evaluate.stage import FILES, eval_uri, run
 from antssl.evaluate.tileset import label_uri, load_tiles, matches
-from tests.conftest import s3_sample_config
+from tests.conftest import TINY_TRAIN, s3_sample_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-TRAIN = {
-    "width": 8,
-    "depth": 1,
-    "embed_dim": 16,
-    "proj_dim": 16,
-    "steps": 4,
-    "warmup_steps": 1,
-    "batch_size": 16,
-    "checkpoint_every": 4,
-    "num_workers": 1,
-    "cpus_per_worker": 0.5,
-}
+TRAIN = TINY_TRAIN
 FAST_EVAL = {"kmeans_k": [2, 4], "baselines": ["intensity_stats", "mean_brightness"]}
 
 

@@ -17,23 +17,12 @@ from rasterio.windows import Window
 
 from antssl import catalog, cluster, embed, index_stage, store, tiles, train, workspace
 from antssl.config import parse_config
-from tests.conftest import s3_sample_config, upload
+from tests.conftest import TINY_TRAIN, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 SETTINGS = {
-    "train": {
-        "width": 8,
-        "depth": 1,
-        "embed_dim": 16,
-        "proj_dim": 16,
-        "steps": 4,
-        "warmup_steps": 1,
-        "batch_size": 16,
-        "checkpoint_every": 4,
-        "num_workers": 1,
-        "cpus_per_worker": 0.5,
-    },
+    "train": TINY_TRAIN,
     "embed": {"chunk_rows": 32, "batch_size": 64, "cpus_per_actor": 0.5},
     "data": {"read_cpus": 0.5},
     "cluster": {"k": 3, "batch_size": 128, "max_iter": 30, "num_actors": 1},

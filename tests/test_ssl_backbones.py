@@ -133,3 +133,45 @@ def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
     assert "input_norm" not in model_spec(TrainConfig(), 2)
     with pytest.raises(ConfigError, match="input_norm 'scene'"):
         build_model_from_spec({**spec, "input_norm": "scene"})
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> None:
+    from antssl.ssl.backbones import stats_dim
+
+    cfg = TrainConfig(backbone=name, width=4, depth=2, embed_dim=999, pool="stats")
+    spec = model_spec(cfg, 2)
+    stages = 3 if name == "resnet_small" else 4
+    assert spec["pool"] == "stats" and spec["embed_dim"] == stats_dim(name, 4) == 2 * 4 * 2**stages
+    model = build_model_from_spec(spec).eval()
+    enc = model.encoder
+    x = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        # independent reference: walk the blocks, keep the stem and each stage's last map
+        h = enc.stem(x)
+        maps = [h]
+        blocks = list(enc.stages)
+        for i, block in enumerate(blocks):
+            h = block(h)
+            if i == len(blocks) - 1 or blocks[i + 1].conv1.stride == (2, 2):
+                maps.append(h)
+        ref = torch.cat(
+            [m.mean(dim=(2, 3)) for m in maps] + [m.std(dim=(2, 3), unbiased=False) for m in maps],
+            dim=1,
+        )
+        # standardised by the running statistics (after some training batches)
+        enc.fc.running_mean.uniform_(-1, 1)
+        enc.fc.running_var.uniform_(0.5, 2)
+        emb = model.embed(x)
+        ref = (ref - enc.fc.running_mean) / torch.sqrt(enc.fc.running_var + enc.fc.eps)
+    assert emb.shape == (3, spec["embed_dim"])
+    assert torch.allclose(emb, ref, atol=1e-5)
+    # the head trains on top of it
+    model.train()
+    model(torch.randn(4, 2, 32, 32)).sum().backward()
+    # a spec whose embed_dim does not match the pooling is refused, naming both sizes
+    with pytest.raises(ConfigError, match="not embed_dim 7"):
+        build_model_from_spec({**spec, "embed_dim": 7})
+    with pytest.raises(ConfigError, match="pool 'max'"):
+        build_model_from_spec({**spec, "pool": "max"})
+    assert "pool" not in model_spec(TrainConfig(), 2)  # the default stays implicit

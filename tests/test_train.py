@@ -129,3 +129,20 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(s3_workspace: dict) 
     # the run stopped without a finished-run marker: embed/serve cannot pick it up
     latest = train.read_latest(cfg)
     assert latest is None or latest["run"] != train.run_name(cfg)
+
+
+def test_augment_settings_mirror_the_augmentation_and_bad_ones_are_named() -> None:
+    import dataclasses
+
+    from antssl.config import AugmentSettings
+    from antssl.ssl import AugmentConfig
+
+    # the config section has the augmentation's names and defaults, one for one
+    assert AugmentSettings().model_dump() == dataclasses.asdict(AugmentConfig())
+    cfg = parse_config({"train": {"augment": {"blur_prob": 0, "crop_scale": [0.6, 1.0]}}})
+    aug = train.augment_config(cfg.train)
+    assert aug.blur_prob == 0 and aug.crop_scale == (0.6, 1.0)
+    with pytest.raises(ConfigError, match=r"train\.augment: augment crop_scale"):
+        train.augment_config(parse_config({"train": {"augment": {"crop_scale": [0.9, 0.5]}}}).train)
+    with pytest.raises(ConfigError, match="blur_prob"):
+        parse_config({"train": {"augment": {"blur_prob": 2}}})

@@ -10,6 +10,16 @@ Normalisation is :class:`torch.nn.BatchNorm2d`. Under DDP convert it with
 ``torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)`` so batch statistics
 span every worker (contrastive losses can otherwise exploit per-worker
 statistics, as noted by He et al. 2020, MoCo).
+
+Pooling (``pool``): ``avg`` is the usual global average pool of the last stage followed
+by a linear layer to ``embed_dim``. ``stats`` is a texture descriptor: the mean and the
+standard deviation over H and W of the stem's and every stage's feature maps,
+concatenated (first- and second-order feature statistics, as in the style/texture
+statistics of Huang & Belongie 2017, AdaIN), each standardised by its running mean and
+variance over the training data (``BatchNorm1d`` without affine parameters) and no linear
+layer: the embedding has ``2 * width * 2**stages`` values (:func:`stats_dim`).
+Fine-scale texture (crevasses, rifts) lives in the early maps, which average pooling of
+the last stage washes out.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from torch import Tensor, nn
 
 from antssl.errors import ConfigError
 
-__all__ = ["BACKBONES", "BasicBlock", "ResNet", "build_backbone"]
+__all__ = ["BACKBONES", "POOLS", "BasicBlock", "ResNet", "build_backbone", "stats_dim"]
+
+POOLS: tuple[str, ...] = ("avg", "stats")
+"""Pooling choices (see the module docstring)."""
 
 
 class BasicBlock(nn.Module):
@@ -62,13 +75,20 @@ class ResNet(nn.Module):
         depth: Residual blocks per stage.
         embed_dim: Size D of the embedding.
         stages: Number of stages (3 or 4 in the registry).
+        pool: One of :data:`POOLS`; with ``stats`` ``embed_dim`` must be
+            ``2 * width * 2**stages``.
 
     ``forward(x)``: ``x`` is ``(B, in_bands, H, W)`` float32, any H, W >= 1;
     returns the embedding ``(B, embed_dim)`` float32.
     """
 
-    def __init__(self, in_bands: int, width: int, depth: int, embed_dim: int, stages: int) -> None:
+    def __init__(
+        self, in_bands: int, width: int, depth: int, embed_dim: int, stages: int, pool: str = "avg"
+    ) -> None:
         super().__init__()
+        if pool not in POOLS:
+            allowed = ", ".join(POOLS)
+            raise ConfigError(f"unknown pool {pool!r}; set train.pool to one of: {allowed}")
         for name, value in (
             ("in_bands", in_bands),
             ("width", width),
@@ -94,8 +114,21 @@ class ResNet(nn.Module):
                 layers.append(BasicBlock(c_in, c_out, stride))
                 c_in = c_out
         self.stages = nn.Sequential(*layers)
+        self.pool_kind = pool
+        self.stage_ends = [(i + 1) * depth - 1 for i in range(stages)]  # last block of a stage
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, embed_dim)
+        if pool == "stats":
+            if embed_dim != 2 * width * 2**stages:
+                raise ConfigError(
+                    f"pool 'stats' embeds {2 * width * 2**stages} values for width {width} and "
+                    f"{stages} stages, not embed_dim {embed_dim}"
+                )
+            # per-value standardisation by the training data's running statistics (no
+            # affine): means and stds of different stages live on different scales, and
+            # cosine search over raw statistics would rank by the largest ones only
+            self.fc: nn.Module = nn.BatchNorm1d(embed_dim, affine=False)
+        else:
+            self.fc = nn.Linear(c_in, embed_dim)
         self.feature_dim = c_in
         self._init_weights()
 
@@ -115,28 +148,46 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"expected tiles of shape (B, {self.in_bands}, H, W), got {tuple(x.shape)}"
             )
-        h = self.stages(self.stem(x))
-        return self.fc(torch.flatten(self.pool(h), 1))
+        h = self.stem(x)
+        if self.pool_kind == "avg":
+            return self.fc(torch.flatten(self.pool(self.stages(h)), 1))
+        maps = [h]
+        for i, block in enumerate(self.stages):
+            h = block(h)
+            if i in self.stage_ends:
+                maps.append(h)
+        means = [m.mean(dim=(2, 3)) for m in maps]
+        stds = [m.std(dim=(2, 3), unbiased=False) for m in maps]
+        return self.fc(torch.cat(means + stds, dim=1))
 
 
-def _resnet_small(in_bands: int, width: int, depth: int, embed_dim: int) -> ResNet:
-    """Three stages (total stride 8: 64 px tiles end at 8x8)."""
-    return ResNet(in_bands, width, depth, embed_dim, stages=3)
+STAGES: dict[str, int] = {"resnet_small": 3, "resnet18": 4}
+"""Stages of each registered backbone (resnet_small: total stride 8, 64 px tiles end at
+8x8; resnet18: stride 16, ``depth=2`` gives ResNet-18's 8 basic blocks)."""
 
 
-def _resnet18(in_bands: int, width: int, depth: int, embed_dim: int) -> ResNet:
-    """Four stages (total stride 16); ``depth=2`` gives ResNet-18's 8 basic blocks."""
-    return ResNet(in_bands, width, depth, embed_dim, stages=4)
+def _factory(stages: int) -> Callable[..., ResNet]:
+    def build(in_bands: int, width: int, depth: int, embed_dim: int, pool: str = "avg") -> ResNet:
+        return ResNet(in_bands, width, depth, embed_dim, stages=stages, pool=pool)
+
+    return build
 
 
-BACKBONES: dict[str, Callable[[int, int, int, int], ResNet]] = {
-    "resnet_small": _resnet_small,
-    "resnet18": _resnet18,
-}
-"""Backbone name -> factory ``(in_bands, width, depth, embed_dim) -> nn.Module``."""
+BACKBONES: dict[str, Callable[..., ResNet]] = {name: _factory(n) for name, n in STAGES.items()}
+"""Backbone name -> factory ``(in_bands, width, depth, embed_dim, pool="avg") -> ResNet``."""
 
 
-def build_backbone(name: str, in_bands: int, width: int, depth: int, embed_dim: int) -> ResNet:
+def stats_dim(name: str, width: int) -> int:
+    """Embedding size of backbone ``name`` with ``pool="stats"``: ``2 * width * 2**stages``."""
+    if name not in STAGES:
+        allowed = ", ".join(sorted(BACKBONES))
+        raise ConfigError(f"unknown backbone {name!r}; set train.backbone to one of: {allowed}")
+    return 2 * width * 2 ** STAGES[name]
+
+
+def build_backbone(
+    name: str, in_bands: int, width: int, depth: int, embed_dim: int, pool: str = "avg"
+) -> ResNet:
     """Build the named backbone; its ``forward`` maps ``(B, in_bands, H, W)`` to ``(B, embed_dim)``.
 
     Raises:
@@ -149,4 +200,4 @@ def build_backbone(name: str, in_bands: int, width: int, depth: int, embed_dim: 
         raise ConfigError(
             f"unknown backbone {name!r}; set train.backbone to one of: {allowed}"
         ) from None
-    return factory(in_bands, width, depth, embed_dim)
+    return factory(in_bands, width, depth, embed_dim, pool)

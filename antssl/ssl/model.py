@@ -8,7 +8,9 @@ has no BatchNorm, so it works with any per-worker batch size (even 1).
 A *spec* is a plain JSON-able dict holding everything needed to rebuild the
 model: ``backbone``, ``in_bands``, ``width``, ``depth``, ``embed_dim``,
 ``proj_dim``, and optionally ``input_norm`` (:data:`INPUT_NORMS`; absent means
-``"dataset"``, so older checkpoints load unchanged). Checkpoints store it next to the
+``"dataset"``) and ``pool`` (:data:`~antssl.ssl.backbones.POOLS`; absent means ``"avg"``),
+so older checkpoints load unchanged. With ``pool: stats`` the spec's ``embed_dim`` is the
+size the pooling gives, whatever the config asked for. Checkpoints store it next to the
 weights.
 """
 
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
-from antssl.ssl.backbones import build_backbone
+from antssl.ssl.backbones import build_backbone, stats_dim
 
 __all__ = [
     "INPUT_NORMS",
@@ -113,6 +115,9 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "proj_dim": cfg.proj_dim,
     }
+    if cfg.pool != "avg":  # defaults stay implicit: older specs are unchanged
+        spec["pool"] = cfg.pool
+        spec["embed_dim"] = stats_dim(cfg.backbone, cfg.width)
     if cfg.input_norm != "dataset":  # the default stays implicit: older specs are unchanged
         spec["input_norm"] = cfg.input_norm
     return spec
@@ -127,17 +132,22 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     if not isinstance(spec, dict):
         raise ConfigError(f"a model spec must be a dict, got {type(spec).__name__}")
     missing = [k for k in SPEC_KEYS if k not in spec]
-    unknown = sorted(set(spec) - set(SPEC_KEYS) - {"input_norm"})
+    unknown = sorted(set(spec) - set(SPEC_KEYS) - {"input_norm", "pool"})
     if missing or unknown:
         raise ConfigError(
             f"invalid model spec: missing keys {missing}, unknown keys {unknown}; "
-            f"a spec has: {', '.join(SPEC_KEYS)} (and optionally input_norm)"
+            f"a spec has: {', '.join(SPEC_KEYS)} (and optionally input_norm, pool)"
         )
     proj_dim = spec["proj_dim"]
     if not isinstance(proj_dim, int) or isinstance(proj_dim, bool) or proj_dim < 1:
         raise ConfigError(f"model spec proj_dim must be a positive integer, got {proj_dim!r}")
     encoder = build_backbone(
-        spec["backbone"], spec["in_bands"], spec["width"], spec["depth"], spec["embed_dim"]
+        spec["backbone"],
+        spec["in_bands"],
+        spec["width"],
+        spec["depth"],
+        spec["embed_dim"],
+        spec.get("pool", "avg"),
     )
     return SSLModel(encoder, spec["embed_dim"], proj_dim, spec.get("input_norm", "dataset"))
 

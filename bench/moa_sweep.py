@@ -89,7 +89,7 @@ ap.add_argument("--feat", default="embed")
 ap.add_argument("--window", type=int, default=0)
 ap.add_argument("--ctx", type=int, default=0)
 ap.add_argument("--stem1", action="store_true")
-ap.add_argument("--pool", default="avg")  # avg | multi (mean+std of every stage)
+ap.add_argument("--pool", default="avg")  # avg | multi (stats + linear) | stats (as train.pool)
 ap.add_argument("--train_stride", type=int, default=32)
 ap.add_argument("--blur", type=float, default=0.5)
 ap.add_argument("--noise", type=float, default=0.5)
@@ -119,7 +119,11 @@ class Cfg:
 cfg = Cfg()
 cfg.objective = a.obj
 cfg.temperature = a.temp
-enc = build_backbone("resnet_small", 1, a.width, a.depth, a.dim)
+if a.pool == "stats":  # the project's pool: stats (standardised statistics, no linear layer)
+    a.dim = 2 * a.width * 2**3
+enc = build_backbone(
+    "resnet_small", 1, a.width, a.depth, a.dim, "stats" if a.pool == "stats" else "avg"
+)
 
 
 def stage_stats(enc, x):

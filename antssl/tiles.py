@@ -175,7 +175,7 @@ def run(config: Config, force: bool = False) -> str:
             continue
         infos[sid] = info
         frames.append(frame)
-    _check_bands(infos)
+    check_bands(infos)
     ok = [s for s in summary.scenes if not s.error]
     if config.mask.kind == "coastline" and ok and all(s.outside_mask == s.tiles_total for s in ok):
         raise MaskError(
@@ -219,7 +219,7 @@ def _reraise(error: str, scene_id: str, uri: str) -> AntsslError:
     return SceneError(msg + hint)
 
 
-def _check_bands(infos: dict[str, SceneInfo]) -> None:
+def check_bands(infos: dict[str, SceneInfo]) -> None:
     counts = {sid: len(i.bands) for sid, i in infos.items()}
     if len(set(counts.values())) > 1:
         raise ConfigError(

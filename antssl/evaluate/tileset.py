@@ -22,13 +22,14 @@ import numpy as np
 
 from antssl import storage
 from antssl.config import Config, ScenesConfig
-from antssl.errors import AntsslError, ConfigError, SceneReadError
+from antssl.errors import AntsslError, SceneReadError
 from antssl.evaluate import EvaluationError
 from antssl.evaluate.labels import TileLabels, binary_labels, cut_windows, majority_labels
 from antssl.mask import load_vector
 from antssl.plan import plan_scene
 from antssl.reader import read_tiles
 from antssl.scenes import SceneInfo, discover, open_raster, read_info
+from antssl.tiles import check_bands
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +246,7 @@ def load_tiles(config: Config, template: str) -> EvalTiles:
             + "\n".join(f"  {s.scene_id}: {s.skipped}" for s in scenes)
             + "\ncheck evaluate.labels, the label thresholds and the tiling rules"
         )
-    bands = {len(i.bands) for i in infos.values()}
-    if len(bands) > 1:
-        raise ConfigError(f"the scored scenes have different band counts {sorted(bands)}")
+    check_bands(infos)
     cat = {k: np.concatenate([p[k] for _, p in parts]) for k in parts[0][1]}
     scene_id = np.concatenate([np.full(len(p["label"]), sid, dtype=object) for sid, p in parts])
     total = len(cat["label"])

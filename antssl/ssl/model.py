@@ -26,6 +26,7 @@ from antssl.ssl.backbones import build_backbone, stats_dim
 
 __all__ = [
     "INPUT_NORMS",
+    "OPTIONAL_SPEC_KEYS",
     "SPEC_KEYS",
     "SSLModel",
     "TileStandardize",
@@ -36,6 +37,11 @@ __all__ = [
 
 SPEC_KEYS: tuple[str, ...] = ("backbone", "in_bands", "width", "depth", "embed_dim", "proj_dim")
 """The required keys of a model spec, in order."""
+
+OPTIONAL_SPEC_KEYS: dict[str, str] = {"input_norm": "dataset", "pool": "avg"}
+"""Optional spec keys and the value their absence means: a spec holds one only when it
+differs from the default, so specs (and checkpoints) written before the key existed load
+unchanged."""
 
 INPUT_NORMS: tuple[str, ...] = ("dataset", "tile")
 """How the model sees a tile: ``dataset``: as normalised by the run's per-band statistics
@@ -115,11 +121,11 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "proj_dim": cfg.proj_dim,
     }
-    if cfg.pool != "avg":  # defaults stay implicit: older specs are unchanged
-        spec["pool"] = cfg.pool
+    for key, default in OPTIONAL_SPEC_KEYS.items():
+        if getattr(cfg, key) != default:
+            spec[key] = getattr(cfg, key)
+    if cfg.pool == "stats":  # the pooling fixes the embedding size
         spec["embed_dim"] = stats_dim(cfg.backbone, cfg.width)
-    if cfg.input_norm != "dataset":  # the default stays implicit: older specs are unchanged
-        spec["input_norm"] = cfg.input_norm
     return spec
 
 
@@ -132,24 +138,25 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     if not isinstance(spec, dict):
         raise ConfigError(f"a model spec must be a dict, got {type(spec).__name__}")
     missing = [k for k in SPEC_KEYS if k not in spec]
-    unknown = sorted(set(spec) - set(SPEC_KEYS) - {"input_norm", "pool"})
+    unknown = sorted(set(spec) - set(SPEC_KEYS) - set(OPTIONAL_SPEC_KEYS))
     if missing or unknown:
         raise ConfigError(
             f"invalid model spec: missing keys {missing}, unknown keys {unknown}; "
-            f"a spec has: {', '.join(SPEC_KEYS)} (and optionally input_norm, pool)"
+            f"a spec has: {', '.join(SPEC_KEYS)} (and optionally {', '.join(OPTIONAL_SPEC_KEYS)})"
         )
     proj_dim = spec["proj_dim"]
     if not isinstance(proj_dim, int) or isinstance(proj_dim, bool) or proj_dim < 1:
         raise ConfigError(f"model spec proj_dim must be a positive integer, got {proj_dim!r}")
+    opt = {k: spec.get(k, default) for k, default in OPTIONAL_SPEC_KEYS.items()}
     encoder = build_backbone(
         spec["backbone"],
         spec["in_bands"],
         spec["width"],
         spec["depth"],
         spec["embed_dim"],
-        spec.get("pool", "avg"),
+        opt["pool"],
     )
-    return SSLModel(encoder, spec["embed_dim"], proj_dim, spec.get("input_norm", "dataset"))
+    return SSLModel(encoder, spec["embed_dim"], proj_dim, opt["input_norm"])
 
 
 def build_model(cfg: TrainConfig, in_bands: int) -> SSLModel:

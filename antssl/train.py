@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -29,19 +28,21 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from antssl import catalog, storage, workspace
-from antssl.config import Config, TrainConfig
+from antssl.config import Config
 from antssl.data import tile_dataset
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray
 from antssl.ssl import (
     Augment,
-    AugmentConfig,
     all_reduce_mean,
+    augment_config,
     build_model,
     build_objective,
+    forward_step,
     load_checkpoint,
     load_training_state,
+    lr_lambda,
     model_spec,
     save_checkpoint,
 )
@@ -52,18 +53,6 @@ log = logging.getLogger(__name__)
 DIGEST_SECTIONS = ("tiling", "train")
 
 
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
 def run_name(config: Config) -> str:
     """The Ray Train run name: same model settings and bands → same run (resume / skip)."""
     bands = ",".join(map(str, config.scenes.bands or []))
@@ -72,14 +61,6 @@ def run_name(config: Config) -> str:
 
 def latest_uri(config: Config) -> str:
     return storage.join(workspace.checkpoints_uri(config), "latest.json")
-
-
-def augment_config(t: TrainConfig) -> AugmentConfig:
-    """The augmentation settings of ``train.augment`` (ConfigError names a bad one)."""
-    try:
-        return AugmentConfig(**t.augment.model_dump())
-    except ConfigError as e:
-        raise ConfigError(f"train.augment: {e}") from None
 
 
 def diverged_uri(config: Config) -> str:
@@ -234,7 +215,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     gen = torch.Generator(device=device)
     local_bs = t.batch_size // world
     shard = ray.train.get_dataset_shard("train")
-    use_amp = device.type == "cuda"
     tiles_seen, t0 = 0, time.perf_counter()
     while step < t.steps:
         for batch in shard.iter_torch_batches(
@@ -246,10 +226,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         ):
             gen.manual_seed(t.seed + 1_000_003 * step + rank)
             x = batch["image"]
-            v1, v2 = augment.two_views(x, gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                z1, z2 = model(v1), model(v2)
-                loss = loss_fn(z1.float(), z2.float())
+            loss, z1 = forward_step(model, loss_fn, augment, x, gen)
             if not torch.isfinite(loss):
                 if rank == 0:
                     info = {"step": step, "loss": str(float(loss))}

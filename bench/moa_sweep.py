@@ -25,7 +25,6 @@ import time
 import warnings
 
 import numpy as np
-import rasterio
 import torch
 
 from antssl.evaluate.baselines import compute_baselines
@@ -38,19 +37,20 @@ from antssl.ssl import objectives
 from antssl.ssl.augment import Augment, AugmentConfig
 from antssl.ssl.backbones import build_backbone
 from antssl.ssl.model import SSLModel
+from antssl.ssl.step import forward_step
 
 warnings.filterwarnings("ignore")
 ROOT = os.environ.get("ANTSSL_MOA", "../shared/data/moa125")
-CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "antssl-moa-tiles.npz")
+CACHE = os.environ.get(
+    "ANTSSL_MOA_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "antssl-moa-tiles.npz")
+)
 
 
 def load(split):
     T, Y, G, E = [], [], [], []
     for p in sorted(glob.glob(f"{ROOT}/{split}/fracture_*[0-9].tif")):
-        with rasterio.open(p) as s:
-            img = s.read(1).astype(np.float32)
-        with rasterio.open(p.replace(".tif", "_mask.tif")) as s:
-            m = s.read(1)
+        img = read_scene(p)
+        m = read_scene(p.replace(".tif", "_mask.tif"))
         r, c = np.meshgrid(
             np.arange(0, img.shape[0] - 63, 32), np.arange(0, img.shape[1] - 63, 32), indexing="ij"
         )
@@ -67,12 +67,22 @@ def load(split):
     return np.concatenate(T).astype(np.float32), np.concatenate(Y), np.array(G)
 
 
+def read_scene(p):
+    import rasterio  # only where the cache is made: the cache alone runs on a GPU machine
+
+    with rasterio.open(p) as s:
+        return s.read(1).astype(np.float32)
+
+
 if not os.path.exists(CACHE):
     Tt, Yt, Gt = load("data_trainset")
     Tv, Yv, Gv = load("data_validset")
-    np.savez(CACHE, Tt=Tt, Yt=Yt, Gt=Gt, Tv=Tv, Yv=Yv, Gv=Gv)
+    scenes = sorted(glob.glob(f"{ROOT}/data_trainset/fracture_*[0-9].tif"))
+    S = {f"scene{i}": read_scene(p).astype(np.uint16) for i, p in enumerate(scenes)}
+    np.savez_compressed(CACHE, Tt=Tt, Yt=Yt, Gt=Gt, Tv=Tv, Yv=Yv, Gv=Gv, **S)
 d = np.load(CACHE)
 Tt, Yt, Gt, Tv, Yv, Gv = (d[k] for k in ("Tt", "Yt", "Gt", "Tv", "Yv", "Gv"))
+train_scenes = [d[k].astype(np.float32) for k in sorted(d.files, key=str) if k.startswith("scene")]
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--norm", default="tile")  # tile | global
@@ -97,9 +107,13 @@ ap.add_argument("--jitter", type=float, default=0.8)  # embed | pool
 ap.add_argument("--baselines", action="store_true")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--tag", default="")
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--device", default="cpu")  # cuda: bf16 autocast, as the Ray loop on a GPU
+ap.add_argument("--json", help="append this run's args and figures (one JSON line) here")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-torch.manual_seed(0)
+torch.manual_seed(a.seed)
+dev = torch.device(a.device)
 
 mu, sd = float(Tt.mean()), float(Tt.std())
 
@@ -160,9 +174,7 @@ sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_
 if a.ctx or a.train_stride != 32:
     C = 64 + a.ctx
     P = []
-    for p in sorted(glob.glob(f"{ROOT}/data_trainset/fracture_*[0-9].tif")):
-        with rasterio.open(p) as src:
-            img = src.read(1).astype(np.float32)
+    for img in train_scenes:
         r, c = np.meshgrid(
             np.arange(0, img.shape[0] - C + 1, a.train_stride),
             np.arange(0, img.shape[1] - C + 1, a.train_stride),
@@ -174,23 +186,24 @@ if a.ctx or a.train_stride != 32:
     print("context windows", Xtr.shape, flush=True)
 else:
     Xtr = torch.from_numpy(norm(Tt))[:, None]
-g = torch.Generator().manual_seed(0)
+model, aug, Xtr = model.to(dev), aug.to(dev), Xtr.to(dev)
+g = torch.Generator(device=dev).manual_seed(a.seed)
 t0 = time.time()
 model.train()
 for step in range(a.steps):
-    idx = torch.randint(0, len(Xtr), (a.batch,), generator=g)
+    idx = torch.randint(0, len(Xtr), (a.batch,), generator=g, device=dev)
     xb = Xtr[idx]
     if a.window or a.ctx:
 
         def win(x):
             B, _C, H, W = x.shape
             w = a.window or 64
-            r0 = torch.randint(0, H - w + 1, (B,), generator=g)
-            c0 = torch.randint(0, W - w + 1, (B,), generator=g)
-            rows = r0[:, None] + torch.arange(w)
-            cols = c0[:, None] + torch.arange(w)
+            r0 = torch.randint(0, H - w + 1, (B,), generator=g, device=dev)
+            c0 = torch.randint(0, W - w + 1, (B,), generator=g, device=dev)
+            rows = r0[:, None] + torch.arange(w, device=dev)
+            cols = c0[:, None] + torch.arange(w, device=dev)
             y = (
-                x[torch.arange(B)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+                x[torch.arange(B, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
                 .permute(0, 3, 1, 2)
                 .contiguous()
             )
@@ -201,9 +214,10 @@ for step in range(a.steps):
             return y
 
         v1, v2 = aug(win(xb), g), aug(win(xb), g)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = loss_fn(model(v1).float(), model(v2).float())
     else:
-        v1, v2 = aug.two_views(xb, g)
-    loss = loss_fn(model(v1), model(v2))
+        loss, _ = forward_step(model, loss_fn, aug, xb, g)  # the Ray loop's step
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -219,11 +233,11 @@ def embed(T, feat):
     X = torch.from_numpy(norm(T))[:, None]
     with torch.no_grad():
         for s in range(0, len(X), 512):
-            x = X[s : s + 512]
+            x = X[s : s + 512].to(dev)
             if feat == "multi":  # mean + std of the stem's and every block's maps
-                out.append(stage_stats(enc, x).numpy())
+                out.append(stage_stats(enc, x).float().cpu().numpy())
             else:
-                out.append(model.embed(x).numpy())
+                out.append(model.embed(x).float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -253,5 +267,10 @@ for name, x in feats.items():
     row.update(p.figures())
     res[name] = row
 print(f"args {vars(a)} train_s {train_s:.0f}")
+if a.json:
+    import json
+
+    with open(a.json, "a") as f:
+        f.write(json.dumps({"args": vars(a), "train_s": train_s, "res": res}, default=float) + "\n")
 
 print(metrics_table(res))

@@ -68,44 +68,52 @@ def load_tiles(config: Any) -> np.ndarray:
 
 
 def torch_loop(
-    images: np.ndarray, config: Any, steps: int, skip: int, threads: int
+    images: np.ndarray | torch.Tensor,
+    config: Any,
+    steps: int,
+    skip: int,
+    threads: int,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Steady-state tiles/s of train.train_loop's body in plain torch (steps skip..steps),
-    per wall second and per CPU second of this process."""
-    from antssl.ssl import Augment, build_model, build_objective
-    from antssl.train import augment_config, lr_lambda
+    per wall second and per CPU second of this process, on ``device`` (tiles held there)."""
+    from antssl.ssl import Augment, augment_config, build_model, build_objective, forward_step
+    from antssl.ssl.step import lr_lambda
 
     t = config.train
+    dev = torch.device(device)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(t.seed)
-        model = build_model(t, images.shape[1])
+        model = build_model(t, images.shape[1]).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
         loss_fn = build_objective(t)
-        augment = Augment(augment_config(t))
-        gen = torch.Generator()
-        data = torch.from_numpy(images)
-        order = torch.randperm(len(data))
+        augment = Augment(augment_config(t)).to(dev)
+        gen = torch.Generator(device=dev)
+        data = torch.as_tensor(images).to(dev)
+        order = torch.randperm(len(data), device=dev)
         bs, pos, marks = t.batch_size, 0, {}
         for step in range(1, steps + 1):
             if pos + bs > len(order):
-                order, pos = torch.randperm(len(data)), 0
+                order, pos = torch.randperm(len(data), device=dev), 0
             x = data[order[pos : pos + bs]]
             pos += bs
             gen.manual_seed(t.seed + 1_000_003 * step)
-            v1, v2 = augment.two_views(x, gen)
-            z1, z2 = model(v1), model(v2)
-            loss = loss_fn(z1.float(), z2.float())
+            loss, z1 = forward_step(model, loss_fn, augment, x, gen)
+            if not torch.isfinite(loss):  # the loop's NaN check (a host sync, as there)
+                raise RuntimeError(f"loss became {float(loss)} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if step % t.log_every == 0:  # the loop's metrics, minus ray.train.report
                 with torch.no_grad():
-                    torch.nn.functional.normalize(z1, dim=1).std(dim=0).mean().item()
+                    torch.nn.functional.normalize(z1.float(), dim=1).std(dim=0).mean().item()
                 float(loss.detach())
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             marks[step] = (time.perf_counter(), time.process_time())
         wall = marks[steps][0] - marks[skip][0]
         cpu = marks[steps][1] - marks[skip][1]

@@ -24,6 +24,7 @@ from antssl.ssl.objectives import (
     nt_xent_loss,
     vicreg_loss,
 )
+from antssl.ssl.step import augment_config, forward_step, lr_lambda
 
 __all__ = [
     "BACKBONES",
@@ -37,14 +38,17 @@ __all__ = [
     "VICRegLoss",
     "all_gather_sizes",
     "all_reduce_mean",
+    "augment_config",
     "build_backbone",
     "build_model",
     "build_model_from_spec",
     "build_objective",
+    "forward_step",
     "gather_with_grad",
     "is_distributed",
     "load_checkpoint",
     "load_training_state",
+    "lr_lambda",
     "model_spec",
     "nt_xent_loss",
     "rank",

@@ -75,6 +75,9 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
             "num_workers": 2,
             "cpus_per_worker": 0.5,
             "lr": 0.002,
+            # The sample's surface types differ in reflectance: brightness/contrast jitter
+            # would teach the encoder to ignore exactly that (bench/RESULTS.md §5).
+            "augment": {"jitter_prob": 0.0},
         },
         "embed": {"chunk_rows": 256, "batch_size": 128},
         "cluster": {"k": [4, 6, 8], "batch_size": 512, "max_iter": 100, "num_actors": 2},
@@ -175,6 +178,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     data = write_sample_data(root / "sample", n_scenes=args.scenes)
     cfg_path = root / "config.yaml"
     cfg = sample_config(data.root, root / "workspace")
+    if args.heldout_scenes:
+        # scenes of the same coast that no stage sees: `antssl evaluate` scores these, so
+        # the quality figures are not measured on the pretraining tiles
+        held = write_sample_data(
+            root / "heldout", n_scenes=args.heldout_scenes, first_scene=args.scenes
+        )
+        cfg["evaluate"]["scenes"] = {"glob": f"file://{held.root.absolute()}/scene_*[0-9].tif"}
+        print(f"held-out scenes for `antssl evaluate`: {held.root} ({len(held.scenes)} scenes)")
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"sample data: {data.root} ({len(data.scenes)} scenes); config: {cfg_path}")
     cmd_pipeline(argparse.Namespace(config=str(cfg_path), workspace=None, force=False))
@@ -283,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the embedded default end to end")
     d.add_argument("--dir", default="antssl-demo", help="folder for sample data and workspace")
     d.add_argument("--scenes", type=int, default=3)
+    d.add_argument(
+        "--heldout-scenes",
+        type=int,
+        default=6,
+        help="further sample scenes, not tiled or trained on, for `antssl evaluate` (0: none)",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

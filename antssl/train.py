@@ -226,7 +226,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         ):
             gen.manual_seed(t.seed + 1_000_003 * step + rank)
             x = batch["image"]
-            loss, z1 = forward_step(model, loss_fn, augment, x, gen)
+            loss, z1 = forward_step(model, loss_fn, augment, x, gen, t.texture_weight)
             if not torch.isfinite(loss):
                 if rank == 0:
                     info = {"step": step, "loss": str(float(loss))}

@@ -129,7 +129,7 @@ def check_variant(name: str, model_cfg: dict[str, Any], bands: int, size: int) -
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     # a checkpoint written from CUDA loads on the CPU (weights only) and embeds the same
     gpu_model.eval()
     with tempfile.TemporaryDirectory() as d:

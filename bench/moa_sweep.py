@@ -38,6 +38,7 @@ from antssl.ssl.augment import Augment, AugmentConfig
 from antssl.ssl.backbones import build_backbone
 from antssl.ssl.model import SSLModel
 from antssl.ssl.step import forward_step
+from antssl.ssl.texture import texture_target_dim
 
 warnings.filterwarnings("ignore")
 ROOT = os.environ.get("ANTSSL_MOA", "../shared/data/moa125")
@@ -108,6 +109,7 @@ ap.add_argument("--baselines", action="store_true")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--tag", default="")
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--aux", type=float, default=0.0)  # train.texture_weight (antssl.ssl.texture)
 ap.add_argument("--device", default="cpu")  # cuda: bf16 autocast, as the Ray loop on a GPU
 ap.add_argument("--json", help="append this run's args and figures (one JSON line) here")
 a = ap.parse_args()
@@ -158,7 +160,7 @@ if a.pool == "multi":  # trained on the statistics through a linear layer (the s
     enc.forward = types.MethodType(lambda self, x: self.fc(stage_stats(self, x)), enc)
 if a.stem1:
     enc.stem[0].stride = (1, 1)
-model = SSLModel(enc, a.dim, 64)
+model = SSLModel(enc, a.dim, 64, texture_dim=texture_target_dim(1) if a.aux else 0)
 aug = Augment(
     AugmentConfig(
         crop_prob=0.0 if a.window else 1.0,
@@ -169,6 +171,7 @@ aug = Augment(
     )
 )
 loss_fn = objectives.SimCLRLoss(a.temp) if a.obj == "simclr" else objectives.VICRegLoss()
+
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
 sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
 if a.ctx or a.train_stride != 32:
@@ -186,6 +189,7 @@ if a.ctx or a.train_stride != 32:
     print("context windows", Xtr.shape, flush=True)
 else:
     Xtr = torch.from_numpy(norm(Tt))[:, None]
+
 model, aug, Xtr = model.to(dev), aug.to(dev), Xtr.to(dev)
 g = torch.Generator(device=dev).manual_seed(a.seed)
 t0 = time.time()
@@ -217,7 +221,7 @@ for step in range(a.steps):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             loss = loss_fn(model(v1).float(), model(v2).float())
     else:
-        loss, _ = forward_step(model, loss_fn, aug, xb, g)  # the Ray loop's step
+        loss, _ = forward_step(model, loss_fn, aug, xb, g, a.aux)  # the Ray loop's step
     opt.zero_grad()
     loss.backward()
     opt.step()

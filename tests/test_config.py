@@ -88,3 +88,24 @@ def test_digest_tracks_sections() -> None:
     assert a.digest("scenes") == b.digest("scenes")
     assert a.digest("tiling") != b.digest("tiling")
     assert parse_config(a.model_dump(mode="json")) == a  # round trip
+
+
+def test_shipped_configs_parse_and_sample_yaml_matches_the_demo() -> None:
+    """configs/*.yaml load; configs/sample.yaml is the demo's config with relative paths."""
+    from antssl.cli import sample_config
+
+    root = Path(__file__).resolve().parent.parent
+    shipped = sorted((root / "configs").glob("*.yaml"))
+    assert {p.name for p in shipped} >= {"sample.yaml", "moa.yaml"}
+    for p in shipped:
+        load_config(p)
+    cfg = load_config(root / "configs" / "sample.yaml")
+    demo = parse_config(sample_config(Path("antssl-demo/sample"), Path("antssl-demo/workspace")))
+    assert cfg.scenes.glob == "antssl-demo/sample/scene_*[0-9].tif"
+    assert cfg.evaluate.scenes is not None
+    assert cfg.evaluate.scenes.glob == "antssl-demo/heldout/scene_*[0-9].tif"
+    for section in ("tiling", "train", "embed", "cluster"):
+        assert getattr(cfg, section) == getattr(demo, section), section
+    assert cfg.evaluate.model_dump(exclude={"scenes"}) == demo.evaluate.model_dump(
+        exclude={"scenes"}
+    )

@@ -160,3 +160,47 @@ def test_linear_probe_with_too_few_positives_for_the_folds() -> None:
     p = linear_probe(x, y, x, y, groups_train=np.repeat(np.arange(4), 10), cs=(0.1, 1.0, 10.0))
     assert p.c == 1.0 and math.isnan(p.cv_score)
     assert p.train_counts.tolist() == [39, 1]
+
+
+def test_kmeans_figures_score_the_lowest_inertia_of_the_restarts() -> None:
+    from antssl.config import EvaluateConfig
+    from antssl.evaluate.features import Method
+    from antssl.evaluate.scoring import kmeans_figures
+    from antssl.evaluate.tileset import EvalTiles
+    from antssl.kmeans import fit_minibatch
+
+    # 6 blobs of unequal size and spread: single k-means++ runs land in different optima
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 4, (6, 2))
+    sizes = [80, 60, 40, 30, 20, 10]
+    x = np.concatenate(
+        [c + rng.normal(0, 1.2, (n, 2)) for c, n in zip(centres, sizes, strict=True)]
+    )
+    y = np.repeat(np.arange(6), sizes)
+    n = len(y)
+    tiles = EvalTiles(
+        pixels=np.zeros((n, 1, 2, 2), np.float32),
+        valid=np.ones((n, 2, 2), bool),
+        label=y,
+        score=np.ones(n),
+        scene_id=np.array(["s"] * n),
+        tile_id=np.arange(n).astype(str),
+        xy=np.zeros((n, 2)),
+        probe_train=np.zeros(n, bool),
+        infos={},
+        scenes=[],
+        labelled_total=n,
+    )
+    m = Method("feat", x.astype(np.float32), "euclidean")
+    fits = [
+        fit_minibatch(m.x, 6, metric="euclidean", batch_size=n, max_iter=100, seed=s)
+        for s in range(5, 13)
+    ]
+    nmis = [normalized_mutual_info_score(y, f.labels) for f in fits]
+    assert len({round(v, 6) for v in nmis}) > 1  # the seeds disagree: restarts matter here
+    best = nmis[int(np.argmin([f.inertia for f in fits]))]
+    ev = EvaluateConfig(kmeans_k=[6], kmeans_restarts=8, seed=5)
+    got = kmeans_figures(m, tiles, ev, None)["k=6 NMI"][0]
+    assert got == pytest.approx(best)
+    one = kmeans_figures(m, tiles, EvaluateConfig(kmeans_k=[6], kmeans_restarts=1, seed=5), None)
+    assert one["k=6 NMI"][0] == pytest.approx(nmis[0])

@@ -87,7 +87,10 @@ def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dic
 
 
 def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
-    cfg = with_train(s3_workspace, steps=16, inject_failure_at_step=8, checkpoint_every=4)
+    # with the texture target on: its head trains under DDP and is restored on resume
+    cfg = with_train(
+        s3_workspace, steps=16, inject_failure_at_step=8, checkpoint_every=4, texture_weight=1.0
+    )
     uri = train.run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         local = storage.download_dir(uri, Path(tmp), cfg.storage)
@@ -95,7 +98,8 @@ def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
         assert meta["step"] == 16  # the planned step count
         # restarted from the latest checkpoint registered before the worker died (step 4 or 8)
         assert meta["extra"]["resumed_from"] in (4, 8)
-        load_checkpoint(local)  # weights-only load works
+        model, _ = load_checkpoint(local)  # weights-only load works
+        assert meta["spec"]["texture_head"] is True and model.texture_head is not None
 
 
 def test_bad_settings_fail_before_training(s3_workspace: dict, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@
   ``evaluate.exclude_radius_km``, neighbours at least that far away instead);
 - the same-scene neighbour rate (how much the features tell scenes apart);
 - k-means NMI, ARI, purity and best-cluster purity for each ``evaluate.kmeans_k``
-  (:func:`antssl.kmeans.fit_minibatch`, the cluster stage's k-means);
+  (:func:`antssl.kmeans.fit_minibatch`, the cluster stage's k-means; the lowest-inertia
+  of ``evaluate.kmeans_restarts`` runs is scored);
 - a linear probe fitted on the probe-train scenes and scored on the others.
 
 A metric that cannot be computed on these tiles (one class only in the probe's training
@@ -102,14 +103,13 @@ def kmeans_figures(
     n = len(tiles)
     for k in ev.kmeans_k:
         try:
-            fit = fit_minibatch(
-                m.x,
-                k,
-                metric=m.metric,
-                batch_size=min(4096, n),
-                max_iter=100,
-                seed=ev.seed,
+            fits = (
+                fit_minibatch(
+                    m.x, k, metric=m.metric, batch_size=min(4096, n), max_iter=100, seed=seed
+                )
+                for seed in range(ev.seed, ev.seed + ev.kmeans_restarts)
             )
+            fit = min(fits, key=lambda f: f.inertia)
             scores = cluster_scores(fit.labels, tiles.label, min_size=5)
         except (AntsslError, ValueError) as err:
             out.update(_failed(f"k={k} NMI", err))

@@ -179,6 +179,7 @@ def _info(
         "retrieval": f"cosine (Euclidean for mean_brightness) precision@{ev.precision_k}; {rule}",
         "tiling": f"{t.size} px, stride {t.stride}, max nodata fraction {t.max_nodata_fraction}",
         "kmeans_k": list(ev.kmeans_k),
+        "kmeans_restarts": ev.kmeans_restarts,
         "seconds": round(seconds, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -25,6 +25,7 @@ from antssl.ssl.objectives import (
     vicreg_loss,
 )
 from antssl.ssl.step import augment_config, forward_step, lr_lambda
+from antssl.ssl.texture import texture_loss, texture_target_dim, texture_targets
 
 __all__ = [
     "BACKBONES",
@@ -54,6 +55,9 @@ __all__ = [
     "rank",
     "read_meta",
     "save_checkpoint",
+    "texture_loss",
+    "texture_target_dim",
+    "texture_targets",
     "two_views",
     "vicreg_loss",
     "world_size",

@@ -8,10 +8,11 @@ has no BatchNorm, so it works with any per-worker batch size (even 1).
 A *spec* is a plain JSON-able dict holding everything needed to rebuild the
 model: ``backbone``, ``in_bands``, ``width``, ``depth``, ``embed_dim``,
 ``proj_dim``, and optionally ``input_norm`` (:data:`INPUT_NORMS`; absent means
-``"dataset"``) and ``pool`` (:data:`~antssl.ssl.backbones.POOLS`; absent means ``"avg"``),
-so older checkpoints load unchanged. With ``pool: stats`` the spec's ``embed_dim`` is the
-size the pooling gives, whatever the config asked for. Checkpoints store it next to the
-weights.
+``"dataset"``), ``pool`` (:data:`~antssl.ssl.backbones.POOLS`; absent means ``"avg"``) and
+``texture_head`` (a training-only head regressing :mod:`antssl.ssl.texture` statistics;
+absent means none), so older checkpoints load unchanged. With ``pool: stats`` the spec's
+``embed_dim`` is the size the pooling gives, whatever the config asked for. Checkpoints
+store it next to the weights.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.backbones import build_backbone, stats_dim
+from antssl.ssl.texture import texture_target_dim
 
 __all__ = [
     "INPUT_NORMS",
@@ -38,7 +40,11 @@ __all__ = [
 SPEC_KEYS: tuple[str, ...] = ("backbone", "in_bands", "width", "depth", "embed_dim", "proj_dim")
 """The required keys of a model spec, in order."""
 
-OPTIONAL_SPEC_KEYS: dict[str, str] = {"input_norm": "dataset", "pool": "avg"}
+OPTIONAL_SPEC_KEYS: dict[str, Any] = {
+    "input_norm": "dataset",
+    "pool": "avg",
+    "texture_head": False,
+}
 """Optional spec keys and the value their absence means: a spec holds one only when it
 differs from the default, so specs (and checkpoints) written before the key existed load
 unchanged."""
@@ -75,10 +81,18 @@ class SSLModel(nn.Module):
         embed_dim: Size of the encoder's embedding.
         proj_dim: Size of the projection the loss sees.
         input_norm: One of :data:`INPUT_NORMS`.
+        texture_dim: Outputs of the texture head (0: no head). The head regresses
+            :func:`~antssl.ssl.texture.texture_targets` from the embedding during training
+            (``train.texture_weight``); embedding never uses it.
     """
 
     def __init__(
-        self, encoder: nn.Module, embed_dim: int, proj_dim: int, input_norm: str = "dataset"
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        proj_dim: int,
+        input_norm: str = "dataset",
+        texture_dim: int = 0,
     ) -> None:
         super().__init__()
         if input_norm not in INPUT_NORMS:
@@ -96,10 +110,27 @@ class SSLModel(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(embed_dim, proj_dim),
         )
+        self.texture_head: nn.Module | None = None
+        if texture_dim:
+            hidden = min(embed_dim, 128)
+            self.texture_head = nn.Sequential(
+                nn.Linear(embed_dim, hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, texture_dim),
+            )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Projections ``(B, proj_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32."""
-        return self.head(self.encoder(self.prep(x)))
+    def forward(self, x: Tensor, texture: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Projections ``(B, proj_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
+
+        With ``texture=True`` (a model with a texture head), ``(projections, texture
+        predictions)``: one forward call, so DDP sees every parameter used.
+        """
+        h = self.encoder(self.prep(x))
+        if not texture:
+            return self.head(h)
+        if self.texture_head is None:
+            raise ConfigError("this model has no texture head (train.texture_weight is 0)")
+        return self.head(h), self.texture_head(h)
 
     def embed(self, x: Tensor) -> Tensor:
         """Embeddings ``(B, embed_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
@@ -121,9 +152,14 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "proj_dim": cfg.proj_dim,
     }
+    values = {
+        "input_norm": cfg.input_norm,
+        "pool": cfg.pool,
+        "texture_head": cfg.texture_weight > 0,
+    }
     for key, default in OPTIONAL_SPEC_KEYS.items():
-        if getattr(cfg, key) != default:
-            spec[key] = getattr(cfg, key)
+        if values[key] != default:
+            spec[key] = values[key]
     if cfg.pool == "stats":  # the pooling fixes the embedding size
         spec["embed_dim"] = stats_dim(cfg.backbone, cfg.width)
     return spec
@@ -156,7 +192,8 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
         spec["embed_dim"],
         opt["pool"],
     )
-    return SSLModel(encoder, spec["embed_dim"], proj_dim, opt["input_norm"])
+    texture_dim = texture_target_dim(spec["in_bands"]) if opt["texture_head"] else 0
+    return SSLModel(encoder, spec["embed_dim"], proj_dim, opt["input_norm"], texture_dim)
 
 
 def build_model(cfg: TrainConfig, in_bands: int) -> SSLModel:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.augment import Augment, AugmentConfig
+from antssl.ssl.texture import texture_loss
 
 
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -46,15 +47,23 @@ def forward_step(
     augment: Augment,
     x: Tensor,
     generator: torch.Generator | None,
+    texture_weight: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Two augmented views of ``x`` → ``(loss, z1)``; bf16 autocast when ``x`` is on CUDA.
 
     The loss is computed in float32 from the (possibly bf16) projections; ``z1`` is
-    returned for the collapse monitor (the std of the normalised projections).
+    returned for the collapse monitor (the std of the normalised projections). With
+    ``texture_weight`` > 0 (a model with a texture head) the loss adds that weight times
+    :func:`~antssl.ssl.texture.texture_loss` of both views.
     """
     v1, v2 = augment.two_views(x, generator)
     amp = x.device.type == "cuda"
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        z1, z2 = model(v1), model(v2)
+        if texture_weight <= 0:
+            z1, z2 = model(v1), model(v2)
+            return loss_fn(z1.float(), z2.float()), z1
+        (z1, p1), (z2, p2) = model(v1, texture=True), model(v2, texture=True)
         loss = loss_fn(z1.float(), z2.float())
+    with torch.autocast(x.device.type, enabled=False):
+        loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
     return loss, z1

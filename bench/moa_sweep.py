@@ -15,7 +15,11 @@ Flags: --norm tile|global, --steps, --batch, --width, --depth, --dim, --obj simc
 --lr, --temp, --crop (min crop area), --blur/--noise/--jitter (probabilities), --window N
 (views are two N px windows at native scale), --ctx N (views are two 64 px windows of a
 (64+N) px context: an overlapping-neighbour positive), --train_stride, --stem1 (stem
-stride 1). Development only: needs ../shared/data (not shipped with the project).
+stride 1), --aux W (train.texture_weight), --seed, --device cuda (bf16 autocast, as the
+Ray loop on a GPU), --json FILE (append the run's figures). Development only: needs
+../shared/data (not shipped with the project) once, to make the tile cache
+($ANTSSL_MOA_CACHE, default $TMPDIR/antssl-moa-tiles.npz); the cache alone then runs it
+elsewhere (bench/moa_grid.sh runs a grid of these on a GPU).
 """
 
 import argparse

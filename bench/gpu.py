@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table
 from train import torch_loop
 
 from antssl.config import parse_config
@@ -181,12 +182,6 @@ def embed_rate(
     for _ in range(reps):
         one_pass()
     return reps * len(x) / (time.perf_counter() - t0)
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

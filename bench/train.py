@@ -77,8 +77,14 @@ def torch_loop(
 ) -> dict[str, Any]:
     """Steady-state tiles/s of train.train_loop's body in plain torch (steps skip..steps),
     per wall second and per CPU second of this process, on ``device`` (tiles held there)."""
-    from antssl.ssl import Augment, augment_config, build_model, build_objective, forward_step
-    from antssl.ssl.step import lr_lambda
+    from antssl.ssl import (
+        Augment,
+        augment_config,
+        build_model,
+        build_objective,
+        forward_step,
+        lr_lambda,
+    )
 
     t = config.train
     dev = torch.device(device)

@@ -164,6 +164,7 @@ def test_linear_probe_with_too_few_positives_for_the_folds() -> None:
 
 def test_kmeans_figures_score_the_lowest_inertia_of_the_restarts() -> None:
     from antssl.config import EvaluateConfig
+    from antssl.errors import ConfigError
     from antssl.evaluate.features import Method
     from antssl.evaluate.scoring import kmeans_figures
     from antssl.evaluate.tileset import EvalTiles
@@ -199,6 +200,10 @@ def test_kmeans_figures_score_the_lowest_inertia_of_the_restarts() -> None:
     nmis = [normalized_mutual_info_score(y, f.labels) for f in fits]
     assert len({round(v, 6) for v in nmis}) > 1  # the seeds disagree: restarts matter here
     best = nmis[int(np.argmin([f.inertia for f in fits]))]
+    kept = fit_minibatch(m.x, 6, metric="euclidean", batch_size=n, max_iter=100, seed=5, n_init=8)
+    assert kept.inertia == pytest.approx(min(f.inertia for f in fits))
+    with pytest.raises(ConfigError, match="n_init"):
+        fit_minibatch(m.x, 6, n_init=0)
     ev = EvaluateConfig(kmeans_k=[6], kmeans_restarts=8, seed=5)
     got = kmeans_figures(m, tiles, ev, None)["k=6 NMI"][0]
     assert got == pytest.approx(best)

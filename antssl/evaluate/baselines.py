@@ -15,7 +15,8 @@ use Euclidean neighbours for the 1-D :func:`mean_brightness` shortcut.
 - :func:`glcm_features`: grey-level co-occurrence contrast, homogeneity and energy
   (Haralick, Shanmugam & Dinstein 1973, IEEE TSMC 3(6):610-621).
 - :func:`mean_brightness`: the shortcut, one number per tile.
-- :func:`random_backbone_features`: the evaluated architecture with random weights.
+- :func:`random_backbone_features`: the evaluated architecture with random weights
+  (:func:`model_features`: any model's embeddings in batches, the encoder's too).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "intensity_stats",
     "lbp_histogram",
     "mean_brightness",
+    "model_features",
     "pca_pixels",
     "random_backbone_features",
     "texture_features",
@@ -249,10 +251,18 @@ def random_backbone_features(
     ``SSLModel``), else ``model(x)``. Pass tiles normalised as the trained model sees them.
     Returns (n, D) float32.
     """
-    arr = _tiles(tiles).astype(np.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_factory()
+    return model_features(model, tiles, batch_size, device)
+
+
+def model_features(
+    model: torch.nn.Module, tiles: np.ndarray, batch_size: int = 256, device: str = "cpu"
+) -> np.ndarray:
+    """``model.embed(x)`` (else ``model(x)``) of tiles (n, C, H, W), in eval mode and in
+    batches on ``device``: (n, D) float32."""
+    arr = _tiles(tiles).astype(np.float32)
     model = model.to(device).eval()
     forward = getattr(model, "embed", model)
     out = []

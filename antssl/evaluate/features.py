@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from antssl import storage, workspace
 from antssl.config import Config
@@ -113,12 +112,7 @@ def model_input(tiles: EvalTiles, meta: dict[str, Any]) -> np.ndarray:
 
 def embed(model: SSLModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """``model.embed`` of normalised tiles (n, C, H, W), in batches on CPU: (n, D) float32."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch_size):
-            out.append(model.embed(torch.from_numpy(x[s : s + batch_size])).float().numpy())
-    return np.concatenate(out).astype(np.float32)
+    return baselines.model_features(model, x, batch_size)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:

@@ -103,13 +103,15 @@ def kmeans_figures(
     n = len(tiles)
     for k in ev.kmeans_k:
         try:
-            fits = (
-                fit_minibatch(
-                    m.x, k, metric=m.metric, batch_size=min(4096, n), max_iter=100, seed=seed
-                )
-                for seed in range(ev.seed, ev.seed + ev.kmeans_restarts)
+            fit = fit_minibatch(
+                m.x,
+                k,
+                metric=m.metric,
+                batch_size=min(4096, n),
+                max_iter=100,
+                seed=ev.seed,
+                n_init=ev.kmeans_restarts,
             )
-            fit = min(fits, key=lambda f: f.inertia)
             scores = cluster_scores(fit.labels, tiles.label, min_size=5)
         except (AntsslError, ValueError) as err:
             out.update(_failed(f"k={k} NMI", err))

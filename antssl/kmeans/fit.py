@@ -175,16 +175,27 @@ def fit_minibatch(
     *,
     metric: Metric = "euclidean",
     n_shards: int = 1,
+    n_init: int = 1,
+    seed: int = 0,
     **kwargs: Any,
 ) -> KMeansResult:
     """:func:`fit` on an in-memory array split into ``n_shards`` ranges, then label every row.
 
     ``x`` (n, d), any float dtype (used as float32; cosine rows are normalised on the fly).
-    Keyword arguments are those of :func:`fit`.
+    With ``n_init`` > 1, fits with seeds ``seed .. seed + n_init - 1`` and keeps the one of
+    lowest inertia (scikit-learn's ``n_init``). Other keyword arguments are :func:`fit`'s.
     """
     if n_shards < 1:
         raise ConfigError(f"n_shards={n_shards} must be >= 1")
-    res = fit(ArraySource(x, metric, n_shards), k, metric=metric, **kwargs)
+    if n_init < 1:
+        raise ConfigError(f"n_init={n_init} must be >= 1")
+    if n_init > 1:
+        runs = (
+            fit_minibatch(x, k, metric=metric, n_shards=n_shards, seed=s, **kwargs)
+            for s in range(seed, seed + n_init)
+        )
+        return min(runs, key=lambda r: r.inertia)
+    res = fit(ArraySource(x, metric, n_shards), k, metric=metric, seed=seed, **kwargs)
     c = res.centroids.astype(np.float64)
     n = len(x)
     step = _chunk_rows(k, c.shape[1])

@@ -8,11 +8,7 @@ from typing import Any
 
 import httpx
 
-from antssl.errors import AntsslError
-
-
-class ServiceError(AntsslError, RuntimeError):
-    """The service answered with an error (the message is its detail)."""
+from antssl.errors import ServiceError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,9 +66,11 @@ def query(args: argparse.Namespace) -> dict[str, Any]:
                 r = c.get("/v1/similar", params=params)
         except httpx.HTTPError as err:
             raise ServiceError(f"cannot reach the service at {args.url}: {err}") from err
-    doc = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    ctype = r.headers.get("content-type", "").split(";")[0].strip()
+    doc = r.json() if ctype == "application/json" or ctype.endswith("+json") else {}
     if r.status_code >= 400:
-        raise ServiceError(f"HTTP {r.status_code}: {doc.get('detail', r.text)}")
+        code = f" {doc['code']}" if doc.get("code") else ""
+        raise ServiceError(f"HTTP {r.status_code}{code}: {doc.get('detail', r.text)}")
     _print(args.what, doc)
     return dict(doc)
 

@@ -163,6 +163,28 @@ class AugmentSettings(_Section):
     noise_prob: float = Field(0.5, ge=0, le=1)
     noise_std: float = Field(0.1, ge=0)
     band_drop_prob: float = Field(0.2, ge=0, le=1)
+    # Scene nuisances (off by default; see antssl.ssl.augment and docs/evaluation.md).
+    resolution_prob: float = Field(
+        0.0, ge=0, le=1, description="Coarser pixel size: resample to H/f px and back."
+    )
+    resolution_max: float = Field(2.0, ge=1, description="Largest pixel-size factor f.")
+    haze_prob: float = Field(0.0, ge=0, le=1, description="Haze veil: blend toward a bright field.")
+    haze: float = Field(0.5, ge=0, lt=1, description="Largest haze blend weight.")
+    gradient_prob: float = Field(
+        0.0, ge=0, le=1, description="Illumination: a linear ramp plus low-frequency shading."
+    )
+    gradient: float = Field(1.0, ge=0, description="Largest ramp amplitude (peak to peak).")
+    shading: float = Field(0.3, ge=0, description="Largest shading std.")
+    stretch_prob: float = Field(
+        0.0, ge=0, le=1, description="Per-band gamma (on the tile's own range), gain and offset."
+    )
+    gamma: float = Field(2.0, ge=1, description="Gamma drawn log-uniformly in [1/gamma, gamma].")
+    gain: float = Field(1.5, ge=1, description="Gain drawn log-uniformly in [1/gain, gain].")
+    offset: float = Field(0.5, ge=0, description="Offset drawn from U[-offset, offset].")
+    stripe_prob: float = Field(
+        0.0, ge=0, le=1, description="Detector striping: an offset per column (or row) and band."
+    )
+    stripe_std: float = Field(0.15, ge=0, description="Largest stripe std.")
 
 
 class TrainConfig(_Section):
@@ -279,7 +301,7 @@ class ClusterConfig(_Section):
 
 class IndexConfig(_Section):
     """The index stage (``antssl index``): an approximate-nearest-neighbour index of the
-    embeddings for the service (:mod:`antssl.ann`, faiss), at ``<workspace>/index/``.
+    embeddings for the service (:mod:`antssl.search.ann`, faiss), at ``<workspace>/index/``.
 
     The service uses it while it was built from the current embeddings (else exact search,
     with a warning). ``auto`` builds IVF-Flat from ``min_rows`` tiles up and records "exact"
@@ -370,6 +392,19 @@ class EvaluateConfig(_Section):
         "scored on the other scenes. When unset, "
         "the scenes are split in two halves at random (seed), grouped by scene.",
     )
+    probe_fit_scenes: ScenesConfig | None = Field(
+        None,
+        description="Scenes (uris / glob / stac, as evaluate.scenes) the linear probe is "
+        "fitted on, outside the scored scenes: the probe is then scored on every scored "
+        "tile, in the same run. Their tiles are labelled by the same rules; they take no part "
+        "in retrieval or k-means. Excludes probe_train.",
+    )
+    same_scene_warn: float = Field(
+        2.0,
+        gt=1,
+        description="Warn when a method's same-scene rate@k exceeds this many times chance "
+        "(its neighbours come from the query's own scene: the features tell scenes apart).",
+    )
     precision_k: int = Field(10, ge=1, le=1000, description="k of retrieval precision@k.")
     kmeans_k: list[int] = Field(
         default_factory=lambda: [2, 8, 16], description="k of the k-means agreement scores."
@@ -416,7 +451,72 @@ class EvaluateConfig(_Section):
             raise ValueError(f"evaluate.baselines lists a baseline twice: {self.baselines}")
         if self.probe_train is not None and not self.probe_train:
             raise ValueError("evaluate.probe_train must list at least one pattern, or be unset")
+        if self.probe_train is not None and self.probe_fit_scenes is not None:
+            raise ValueError(
+                "set evaluate.probe_train (scored scenes the probe is fitted on) or "
+                "evaluate.probe_fit_scenes (other scenes), not both"
+            )
         return self
+
+
+class ServeConfig(_Section):
+    """The HTTP service (``antssl serve``, ``build_app`` args override these keys).
+
+    CPU shares left unset are fitted to the CPUs Ray reports (defaults 0.25 per ingress,
+    1.0 for the search, 1.0 for the embedder, scaled down together when they do not fit);
+    explicit values are kept, and a service that cannot fit fails at start naming the
+    shortfall. ``replicas`` unset: 2 Api replicas when Ray reports 1.5 CPUs or more (one
+    survives the loss of the other), up to 4 on larger clusters, else 1.
+    """
+
+    host: str = Field("127.0.0.1", description="Bind address of `antssl serve` (0.0.0.0: all).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of `antssl serve`.")
+    replicas: int | None = Field(
+        None, ge=1, le=64, description="Api (HTTP ingress) replicas; unset: fitted to the CPUs."
+    )
+    ingress_cpus: float | None = Field(None, gt=0, description="CPUs per Api replica.")
+    search_cpus: float | None = Field(
+        None, gt=0, description="CPUs of the search (added to each Api replica's when in it)."
+    )
+    embedder_cpus: float | None = Field(None, gt=0, description="CPUs of the Embedder replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs of the Embedder replica.")
+    fit_to_cluster: bool = Field(
+        True,
+        description="Fit unset CPU shares and replicas to the CPUs Ray reports, and fail at start "
+        "when explicit ones cannot fit. Turn off on an autoscaling cluster, where Ray adds nodes "
+        "for replicas that wait.",
+    )
+    search_in_ingress: bool = Field(
+        True,
+        description="Search inside each Api replica (one Serve hop less per request; each "
+        "replica holds the embeddings and ANN index in memory), else in a Search deployment.",
+    )
+    max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted.")
+    max_examples: int = Field(50, ge=1, description="Most example tiles in one query.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Concurrent requests per replica.")
+    max_queued_requests: int = Field(128, ge=0, description="Queued beyond that, then 503.")
+    embed_batch_size: int = Field(32, ge=1, description="Dynamic batch size of the embedder.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="`antssl serve`: a request not answered by then gets 503/408."
+    )
+    auth_token_env: str = Field(
+        "ANTSSL_API_TOKEN",
+        description="Environment variable holding the bearer token of the read routes; auth is "
+        "off when unset.",
+    )
+    admin_token_env: str = Field(
+        "ANTSSL_ADMIN_TOKEN",
+        description="Environment variable holding the bearer token of /v1/reload (and the "
+        "details of /readyz); when unset, /v1/reload takes the read token (or none).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (none: CORS off)."
+    )
+    access_log: bool = Field(False, description="Log one line per request (antssl.serve.access).")
+    reload_check_s: float = Field(
+        30.0, ge=0, description="How often a request may check the store for a new version."
+    )
 
 
 class Config(_Section):
@@ -433,6 +533,7 @@ class Config(_Section):
     cluster: ClusterConfig = ClusterConfig()
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

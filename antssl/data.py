@@ -202,3 +202,24 @@ def compute_stats(catalog: pd.DataFrame, infos: dict[str, SceneInfo], config: Co
     std = np.where(std > 0, std, 1.0)
     bands = list(next(iter(infos.values())).bands)
     return BandStats(bands, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), count, n)
+
+
+def stream_rate(config: Config) -> tuple[int, int, tuple[int, ...] | None, float]:
+    """Stream every catalog tile through :func:`tile_dataset` once (``antssl stream``).
+
+    Returns (tiles streamed, tiles in the catalog, one tile's shape, seconds).
+    """
+    import time
+
+    from antssl import catalog, storage, workspace
+    from antssl.runtime import ensure_ray
+    from antssl.scenes import load_infos
+
+    cat = catalog.read(workspace.catalog_uri(config), config.storage)
+    stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
+    ensure_ray(config)
+    start, n, shape = time.perf_counter(), 0, None
+    for batch in tile_dataset(cat, load_infos(config), config, stats).iter_batches(batch_size=None):
+        n += len(batch["tile_id"])
+        shape = tuple(batch["image"].shape[1:])
+    return n, len(cat), shape, max(time.perf_counter() - start, 1e-9)

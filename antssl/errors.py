@@ -43,3 +43,43 @@ class StageOrderError(AntsslError, RuntimeError):
 
 class TrainingDivergedError(AntsslError, RuntimeError):
     """Training produced a NaN/inf loss (or no checkpoint); the message names the step."""
+
+
+class ClusterError(AntsslError, ConnectionError):
+    """The Ray cluster named by RAY_ADDRESS cannot be reached."""
+
+
+class SearchError(AntsslError, ValueError):
+    """A search request has a bad value (k, vectors, bbox, scenes, tile index, radius)."""
+
+
+class AnnError(AntsslError, ValueError):
+    """Bad input to an ANN index (shape, dtype, parameters, k, m) or a bad index file."""
+
+
+class EvaluationError(AntsslError, ValueError):
+    """Evaluation inputs are inconsistent (shapes, labels, groups, k) or unusable."""
+
+
+# The service's request errors (raised by the search and the Serve app; mapped to HTTP
+# status codes in one table, antssl.serve.errors).
+
+
+class BadRequest(AntsslError, ValueError):
+    """The request is malformed (body, field types, shapes); the message names the field."""
+
+
+class NotFound(AntsslError, LookupError):
+    """The request names a tile or place that does not exist."""
+
+
+class TooLarge(AntsslError, ValueError):
+    """The request body is larger than the service accepts."""
+
+
+class Unauthorized(AntsslError, PermissionError):
+    """A bearer token is required and was missing or wrong."""
+
+
+class ServiceError(AntsslError, RuntimeError):
+    """The service answered with an error (the message is its detail); raised by the client."""

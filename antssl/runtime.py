@@ -9,12 +9,7 @@ import ray
 
 from antssl import storage
 from antssl.config import Config
-from antssl.errors import AntsslError
-
-
-class ClusterError(AntsslError, ConnectionError):
-    """The Ray cluster named by RAY_ADDRESS cannot be reached."""
-
+from antssl.errors import ClusterError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from affine import Affine
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from antssl import storage
+from antssl import storage, workspace
 from antssl.config import Config, ScenesConfig, StorageConfig
-from antssl.errors import ConfigError, SceneError, SceneReadError, StorageError
+from antssl.errors import ConfigError, SceneError, SceneReadError, StageOrderError, StorageError
 
 
 @dataclass(frozen=True)
@@ -225,3 +225,22 @@ def valid_mask(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None and not np.isnan(nodata):
         valid &= (pixels != pixels.dtype.type(nodata)).all(axis=0)
     return valid
+
+
+def load_infos(config: Config) -> dict[str, SceneInfo]:
+    """The scene metadata written by the tiles stage (``scenes.json``), by scene id."""
+    uri = workspace.scenes_uri(config)
+    if not storage.exists(uri, config.storage):
+        raise StageOrderError(f"no {uri}: run `antssl tiles --config …` first")
+    docs = json.loads(storage.read_text(uri, config.storage))
+    return {d["scene_id"]: SceneInfo.from_dict(d) for d in docs}
+
+
+def check_bands(infos: dict[str, SceneInfo]) -> None:
+    """ConfigError unless every scene gives the same number of bands."""
+    counts = {sid: len(i.bands) for sid, i in infos.items()}
+    if len(set(counts.values())) > 1:
+        raise ConfigError(
+            f"scenes have different band counts {counts}; set scenes.bands to choose the same "
+            "bands in every scene"
+        )

@@ -50,3 +50,8 @@ def maps_uri(config: Config) -> str:
 def index_uri(config: Config) -> str:
     """Folder of the approximate-nearest-neighbour index (``antssl index``)."""
     return path(config, "index")
+
+
+def scenes_uri(config: Config) -> str:
+    """The scene metadata the tiles stage writes (``scenes.json``: one SceneInfo per scene)."""
+    return path(config, "scenes.json")

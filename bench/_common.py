@@ -132,10 +132,10 @@ def sample_workspace(
     ``sections`` (e.g. ``{"train": {...}}``) are merged into the config. Scenes are
     ``size`` px of ``pixel_m`` m (size * pixel_m <= 100 km).
     """
-    from antssl import tiles
-    from antssl.cli import sample_config
     from antssl.config import parse_config
+    from antssl.demo import sample_config
     from antssl.sample import write_sample_data
+    from antssl.stages import tiles
 
     sample = write_sample_data(work / "sample", n_scenes=n_scenes, size=size, pixel_m=pixel_m)
     data = sample_config(sample.root, work / "ws")

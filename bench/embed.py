@@ -97,14 +97,14 @@ def instrument_progress() -> None:
     driver), by swapping the tqdm class the module uses; antssl itself is unchanged."""
     from tqdm import tqdm
 
-    import antssl.embed
+    import antssl.stages.embed
 
     class TimedTqdm(tqdm):
         def update(self, n: float | None = 1) -> bool | None:
             MARKS.append((time.perf_counter(), int(n or 0)))
             return super().update(n)
 
-    antssl.embed.tqdm = TimedTqdm
+    antssl.stages.embed.tqdm = TimedTqdm
 
 
 def with_settings(data: dict[str, Any], bs: int, conc: int, cpus: float, bt: int) -> Any:
@@ -125,9 +125,9 @@ def load_tiles(config: Any, n: int) -> tuple[np.ndarray, Any, dict[str, Any], in
     float32; the model; its stats; the catalog length."""
     from antssl import catalog, workspace
     from antssl.data import tile_dataset
+    from antssl.encoder import load_encoder
     from antssl.reader import BandStats
-    from antssl.tiles import load_infos
-    from antssl.train import load_encoder
+    from antssl.scenes import load_infos
 
     model, meta = load_encoder(config)
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
@@ -158,7 +158,7 @@ def forward_rate(model: Any, images: np.ndarray, bs: int, threads: int) -> tuple
 
 def job(config: Any, limit_s: int, sampler: CpuSampler) -> dict[str, Any]:
     """embed.run timed: wall, start-up / streaming / tail, CPU by process."""
-    from antssl import embed
+    from antssl.stages import embed
 
     MARKS.clear()
     signal.signal(signal.SIGALRM, _alarm)
@@ -196,13 +196,14 @@ def job(config: Any, limit_s: int, sampler: CpuSampler) -> dict[str, Any]:
 def profile(config: Any, n_tiles: int, stats_dict: dict[str, Any]) -> list[list[Any]]:
     """Fixed costs measured alone: checks on a complete store, Embedder start-up, the
     read alone, the Zarr chunk writes alone, the driver's chunk assembly."""
-    from antssl import catalog, embed, store, workspace
+    from antssl import catalog, store, workspace
     from antssl.config import parse_config
     from antssl.data import tile_dataset
-    from antssl.embed import Embedder
+    from antssl.encoder import read_latest
     from antssl.reader import BandStats
-    from antssl.tiles import load_infos
-    from antssl.train import read_latest
+    from antssl.scenes import load_infos
+    from antssl.stages import embed
+    from antssl.stages.embed import Embedder
 
     out: list[list[Any]] = []
     done = parse_config(
@@ -302,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint=endpoint,
                 pixel_m=50.0,
             )
-            from antssl import train
             from antssl.config import parse_config
+            from antssl.stages import pretrain
 
             t0 = time.perf_counter()
-            train.run(parse_config(data))
+            pretrain.run(parse_config(data))
             t_pretrain = time.perf_counter() - t0
             images, model, stats_dict, n = load_tiles(parse_config(data), FORWARD_TILES)
             print(

@@ -62,8 +62,8 @@ import rasterio
 from rasterio.windows import Window
 
 from antssl import data, reader, storage, tiling
-from antssl.cli import sample_config
 from antssl.config import Config, StorageConfig, parse_config
+from antssl.demo import sample_config
 from antssl.mask import load_vector
 from antssl.plan import plan_scene
 from antssl.reader import BandStats

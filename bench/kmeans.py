@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    from antssl import cluster, kmeans, store
+    from antssl import kmeans, store
     from antssl.config import ClusterConfig, StorageConfig
+    from antssl.stages import cluster
 
     t_start, load_start = time.perf_counter(), loadavg()
     t0 = time.perf_counter()

@@ -301,8 +301,7 @@ def bench_ann(
 ) -> tuple[list[list[Any]], dict[str, Any]]:
     """Per kind: the service path (candidates_then_exact, k = 11, m = 176, defaults, self
     dropped) and a sweep of the raw top-11 search (self dropped) over the search setting."""
-    from antssl import ann
-    from antssl.search import recall_at_k
+    from antssl.search import ann, recall_at_k
 
     sweep = {"ivf": [4, 8, 16, 32, 64, 128], "hnsw": [16, 32, 64, 128, 256]}
     rows: list[list[Any]] = []
@@ -403,8 +402,8 @@ def main() -> None:
     print(f"workspace {made}: {work}", flush=True)
     index_s = None
     if a.index:
-        from antssl import index_stage
         from antssl.config import load_config as _load
+        from antssl.stages import index as index_stage
 
         t0 = time.perf_counter()
         index_stage.run(_load(cfg_path, {"index": {"kind": "ivf"}}))
@@ -436,8 +435,8 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from antssl.config import load_config
+    from antssl.search.service import ServiceIndex
     from antssl.serve.app import build_app
-    from antssl.serve.index import ServiceIndex
 
     ray.init(
         num_cpus=2,
@@ -455,6 +454,7 @@ def main() -> None:
         "search_cpus": 1.0,
         "embedder_cpus": 0.25,
         "ingress_cpus": 0.25,
+        "replicas": 1,  # one Api replica: the figures are per-replica latency
         "search_in_ingress": not a.search_deployment,
     }
     t0 = time.perf_counter()
@@ -464,7 +464,7 @@ def main() -> None:
     t1 = time.perf_counter()
     config = load_config(cfg_path)
     svc = ServiceIndex.load(config)  # the replica loads the same, at the same time
-    from antssl import ann
+    from antssl.search import ann
 
     ann.set_threads(1)  # as the replica (search_cpus = 1)
     local_load_s = time.perf_counter() - t1

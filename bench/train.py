@@ -59,7 +59,7 @@ def load_tiles(config: Any) -> np.ndarray:
     from antssl import catalog, storage, workspace
     from antssl.data import tile_dataset
     from antssl.reader import BandStats
-    from antssl.tiles import load_infos
+    from antssl.scenes import load_infos
 
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
@@ -75,7 +75,7 @@ def torch_loop(
     threads: int,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Steady-state tiles/s of train.train_loop's body in plain torch (steps skip..steps),
+    """Steady-state tiles/s of pretrain.train_loop's body in plain torch (steps skip..steps),
     per wall second and per CPU second of this process, on ``device`` (tiles held there)."""
     from antssl.ssl import (
         Augment,
@@ -141,7 +141,7 @@ def data_path_cost(config: Any, batch: int) -> dict[str, float]:
     from antssl import catalog, storage, workspace
     from antssl.data import tile_dataset
     from antssl.reader import BandStats
-    from antssl.tiles import load_infos
+    from antssl.scenes import load_infos
 
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
@@ -163,14 +163,15 @@ def data_path_cost(config: Any, batch: int) -> dict[str, float]:
 def ray_run(
     data: dict[str, Any], workers: int, cpus: float, skip: int, sampler: CpuSampler
 ) -> dict[str, Any]:
-    """train.run with this scaling; steady-state tiles/s from the workers' printed reports.
+    """pretrain.run with this scaling; steady-state tiles/s from the workers' printed reports.
 
     The CPU seconds of the whole local Ray instance (driver, GCS, raylet, every worker)
     over the same steps come from ``sampler``; the window's start in this process's clock
     is the earliest (arrival - elapsed) over the report lines (they arrive late, never early).
     """
-    from antssl import storage, train, workspace
+    from antssl import storage, workspace
     from antssl.config import parse_config
+    from antssl.stages import pretrain
 
     cfg = parse_config(
         {**data, "train": {**data["train"], "num_workers": workers, "cpus_per_worker": cpus}}
@@ -179,7 +180,7 @@ def ray_run(
     shutil.rmtree(ckpts, ignore_errors=True)  # a finished run with this config would be skipped
     t0 = time.perf_counter()
     with tee_stdout(echo="pretrain:") as tee:
-        train.run(cfg)
+        pretrain.run(cfg)
         time.sleep(1.5)  # let the last forwarded worker lines arrive
     wall = time.perf_counter() - t0
     reports: dict[int, float] = {}
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     for (w, c), r in results.items():
         rows.append(
             [
-                f"ray train.run {w} worker(s) x {c} CPU",
+                f"ray pretrain.run {w} worker(s) x {c} CPU",
                 w * max(1, int(c)),
                 f"{r['steady']:.1f}",
                 f"{r['per_cpu_s']:.1f}",
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tiles per CPU-s",
                 "CPU cores busy",
                 "cumulative tiles/s",
-                "loop / train.run wall s",
+                "loop / pretrain.run wall s",
                 "load (1/5/15) after",
                 "wall ratio vs torch",
                 "CPU-efficiency ratio vs torch",

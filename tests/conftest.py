@@ -124,7 +124,7 @@ def s3_sample_config(sample, endpoint: str, **sections) -> tuple[dict, str]:
     Returns ``(config dict, bucket name)``."""
     import boto3
 
-    from antssl.cli import sample_config
+    from antssl.demo import sample_config
 
     name = f"t-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
@@ -142,3 +142,10 @@ def s3_sample_config(sample, endpoint: str, **sections) -> tuple[dict, str]:
     )
     data["mask"]["vector"] = f"s3://{name}/coastline.gpkg"
     return data, name
+
+
+@pytest.fixture
+def stage_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The stages' progress lines (logging under ``antssl``, INFO and up)."""
+    caplog.set_level(logging.INFO, logger="antssl")
+    return caplog

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from antssl import ann
 from antssl.errors import StorageError
-from antssl.search import recall_at_k
+from antssl.search import ann, recall_at_k
 
 N, D, Q, K = 20_000, 32, 200, 10
 

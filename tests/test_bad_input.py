@@ -12,9 +12,9 @@ import rasterio
 import shapely
 from affine import Affine
 
-from antssl import tiles
-from antssl.cli import sample_config
+from antssl import scenes
 from antssl.config import Config, parse_config
+from antssl.demo import sample_config
 from antssl.errors import (
     ConfigError,
     EmptyResultError,
@@ -23,6 +23,7 @@ from antssl.errors import (
     SceneReadError,
     StageOrderError,
 )
+from antssl.stages import tiles
 from tests.conftest import upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -237,4 +238,4 @@ def test_float_scene_with_config_nodata(tmp_path: Path, sample) -> None:
 
     cat = gpd.read_parquet(tiles.run(cfg).removeprefix("file://"))
     assert len(cat) > 0 and (cat["col"] >= 100).all()
-    assert isinstance(Affine(*tiles.load_infos(cfg)["scene_float"].transform), Affine)
+    assert isinstance(Affine(*scenes.load_infos(cfg)["scene_float"].transform), Affine)

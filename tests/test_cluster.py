@@ -11,9 +11,10 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from antssl import cluster, store
+from antssl import store
 from antssl.config import ClusterConfig, StorageConfig, parse_config
 from antssl.errors import ConfigError, StageOrderError
+from antssl.stages import cluster
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

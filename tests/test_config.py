@@ -92,7 +92,7 @@ def test_digest_tracks_sections() -> None:
 
 def test_shipped_configs_parse_and_sample_yaml_matches_the_demo() -> None:
     """configs/*.yaml load; configs/sample.yaml is the demo's config with relative paths."""
-    from antssl.cli import sample_config
+    from antssl.demo import sample_config
 
     root = Path(__file__).resolve().parent.parent
     shipped = sorted((root / "configs").glob("*.yaml"))
@@ -106,6 +106,7 @@ def test_shipped_configs_parse_and_sample_yaml_matches_the_demo() -> None:
     assert cfg.evaluate.scenes.glob == "antssl-demo/heldout/scene_*[0-9].tif"
     for section in ("tiling", "train", "embed", "cluster"):
         assert getattr(cfg, section) == getattr(demo, section), section
-    assert cfg.evaluate.model_dump(exclude={"scenes"}) == demo.evaluate.model_dump(
-        exclude={"scenes"}
-    )
+    assert cfg.evaluate.probe_fit_scenes is not None
+    assert cfg.evaluate.probe_fit_scenes.glob == cfg.scenes.glob  # fitted on pretraining scenes
+    paths = {"scenes", "probe_fit_scenes"}  # relative here, absolute in the demo's config
+    assert cfg.evaluate.model_dump(exclude=paths) == demo.evaluate.model_dump(exclude=paths)

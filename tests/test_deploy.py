@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 CONFIG_MOUNT = "/etc/antssl"
 CONFIG_PATH = f"{CONFIG_MOUNT}/config.yaml"
-STAGES = ("tiles", "pretrain", "embed", "cluster", "index", "evaluate", "pipeline")
+STAGES = ("tiles", "pretrain", "embed", "cluster", "maps", "index", "evaluate", "pipeline")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 
@@ -204,11 +204,13 @@ def test_rayservice_import_path_is_the_package_build_app() -> None:
     assert app["import_path"] == "antssl.serve.app:build_app"
     build_app = getattr(importlib.import_module(module_name), attr)
     assert callable(build_app)
-    assert app["args"] == {"config": CONFIG_PATH}
-    # The args are what build_app's pydantic model accepts.
+    assert app["args"] == {"config": CONFIG_PATH, "fit_to_cluster": False}
+    # The args are what build_app's pydantic model accepts; the cluster autoscales from no
+    # workers, so replicas are not sized from the CPUs Ray reports at start.
     from antssl.serve.schemas import ServeArgs
 
-    assert ServeArgs.model_validate(app["args"]).config == CONFIG_PATH
+    args = ServeArgs.model_validate(app["args"])
+    assert args.config == CONFIG_PATH and args.fit_to_cluster is False
 
 
 # --- images, Dockerfile, .dockerignore ---------------------------------------------------

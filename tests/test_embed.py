@@ -13,11 +13,12 @@ import torch
 import yaml
 import zarr
 
-from antssl import catalog, embed, storage, store, tiles, train, workspace
+from antssl import catalog, encoder, scenes, storage, store, workspace
 from antssl.config import Config, parse_config
 from antssl.errors import ConfigError, StageOrderError
 from antssl.reader import BandStats, normalise, read_tiles
 from antssl.scenes import open_raster
+from antssl.stages import embed, pretrain, tiles
 from tests.conftest import TINY_TRAIN, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -36,16 +37,16 @@ def trained(sample, s3_endpoint: str) -> dict:
     data, name = s3_sample_config(sample, s3_endpoint, train=TRAIN)
     cfg = parse_config(data)
     tiles.run(cfg)
-    train.run(cfg)
+    pretrain.run(cfg)
     return {"data": data, "bucket": name}
 
 
 def reference_embeddings(cfg: Config) -> np.ndarray:
     """Every catalog tile embedded directly in torch (no Ray, no Zarr)."""
-    model, meta = train.load_encoder(cfg)
+    model, meta = encoder.load_encoder(cfg)
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
     stats = BandStats(**meta["stats"])  # the checkpoint's own normalisation
-    infos = tiles.load_infos(cfg)
+    infos = scenes.load_infos(cfg)
     out = np.zeros((len(cat), model.embed_dim), np.float32)
     for sid, idx in cat.groupby("scene_id", sort=False).indices.items():
         sub = cat.iloc[idx]
@@ -59,7 +60,7 @@ def reference_embeddings(cfg: Config) -> np.ndarray:
     return out
 
 
-def test_store_round_trip_and_idempotence(trained: dict, capsys) -> None:
+def test_store_round_trip_and_idempotence(trained: dict, stage_log) -> None:
     cfg = make_config(trained["data"])
     uri = embed.run(cfg)
     assert uri == f"{cfg.workspace}/embeddings.zarr"
@@ -71,7 +72,7 @@ def test_store_round_trip_and_idempotence(trained: dict, capsys) -> None:
     assert (group["chunk_done"][:] == 1).all()
     attrs = dict(group.attrs)
     assert attrs["tiles"] == n and attrs["crs"] == "EPSG:3031" and attrs["tile_size"] == 64
-    assert attrs["checkpoint"] == train.read_latest(cfg)["checkpoint"]
+    assert attrs["checkpoint"] == encoder.read_latest(cfg)["checkpoint"]
     np.testing.assert_allclose(emb[:], reference_embeddings(cfg), rtol=1e-4, atol=1e-5)
     # xarray reads it with named dimensions
     import xarray as xr
@@ -79,12 +80,14 @@ def test_store_round_trip_and_idempotence(trained: dict, capsys) -> None:
     xds = xr.open_zarr(store.zarr_store(uri, cfg.storage), consolidated=False)
     assert xds["embedding"].dims == ("tile", "feature") and xds.sizes["tile"] == n
     # a finished store is not redone
-    capsys.readouterr()
+    stage_log.clear()
     embed.run(cfg)
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in stage_log.text
 
 
-def test_crash_midway_then_resume_equals_reference(trained: dict, tmp_path: Path, capsys) -> None:
+def test_crash_midway_then_resume_equals_reference(
+    trained: dict, tmp_path: Path, stage_log
+) -> None:
     data = {**trained["data"], "workspace": trained["data"]["workspace"] + "-crash"}
     cfg = make_config(data)
     # same tiles and checkpoint as the trained workspace, copied under a new workspace
@@ -106,12 +109,12 @@ def test_crash_midway_then_resume_equals_reference(trained: dict, tmp_path: Path
     group = zarr.open_group(store.zarr_store(workspace.embeddings_uri(cfg), cfg.storage), mode="r")
     done = group["chunk_done"][:]
     assert 2 <= done.sum() < len(done)  # some chunks complete, some not
-    capsys.readouterr()
+    stage_log.clear()
     embed.run(cfg)
     n_pending_tiles = sum(
         min(32, group["embedding"].shape[0] - c * 32) for c in np.flatnonzero(done == 0)
     )
-    assert f"embed: {n_pending_tiles} of" in capsys.readouterr().out  # only the missing chunks
+    assert f"embed: {n_pending_tiles} of" in stage_log.text  # only the missing chunks
     group = zarr.open_group(store.zarr_store(workspace.embeddings_uri(cfg), cfg.storage), mode="r")
     np.testing.assert_allclose(
         group["embedding"][:], reference_embeddings(cfg), rtol=1e-4, atol=1e-5
@@ -174,6 +177,6 @@ def test_bad_inputs(trained: dict, s3_endpoint: str, tmp_path: Path) -> None:
         }
     )
     tiles.run(two)
-    storage.write_text(train.latest_uri(two), json.dumps(latest), two.storage)
+    storage.write_text(encoder.latest_uri(two), json.dumps(latest), two.storage)
     with pytest.raises(ConfigError, match=r"takes 3 band\(s\) \[1, 2, 3\] but the scenes give 2"):
         embed.run(two)

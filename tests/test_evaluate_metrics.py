@@ -179,19 +179,7 @@ def test_kmeans_figures_score_the_lowest_inertia_of_the_restarts() -> None:
     )
     y = np.repeat(np.arange(6), sizes)
     n = len(y)
-    tiles = EvalTiles(
-        pixels=np.zeros((n, 1, 2, 2), np.float32),
-        valid=np.ones((n, 2, 2), bool),
-        label=y,
-        score=np.ones(n),
-        scene_id=np.array(["s"] * n),
-        tile_id=np.arange(n).astype(str),
-        xy=np.zeros((n, 2)),
-        probe_train=np.zeros(n, bool),
-        infos={},
-        scenes=[],
-        labelled_total=n,
-    )
+    tiles = EvalTiles.from_arrays(y, np.array(["s"] * n))
     m = Method("feat", x.astype(np.float32), "euclidean")
     fits = [
         fit_minibatch(m.x, 6, metric="euclidean", batch_size=n, max_iter=100, seed=s)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from antssl.cli import sample_config
+from antssl.demo import sample_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -10,10 +10,12 @@ import pytest
 import rasterio
 import yaml
 
-from antssl import catalog, cluster, embed, store, workspace
-from antssl.cli import main, sample_config
+from antssl import catalog, store, workspace
+from antssl.cli import main
 from antssl.config import load_config
+from antssl.demo import sample_config
 from antssl.errors import ConfigError, StorageError
+from antssl.stages import cluster, embed
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -42,7 +44,7 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({**sample_config(data.root, tmp_path / "ws"), **FAST}))
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())  # the summary on stdout, progress (logging) on stderr
     assert "pipeline: done" in out and "embeddings.zarr" in out
     ws = tmp_path / "ws"
     for name in (
@@ -72,12 +74,12 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
         )
     # re-running finished stages does nothing
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "nothing to do" in out and "keeping it" in out
     # scale out: a second batch of scenes along the same coast
     write_sample_data(tmp_path / "sample", n_scenes=2, size=384, first_scene=2)
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "appending the new rows" in out and "assigned" in out
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels2 = group["cluster"][:]
@@ -102,3 +104,43 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     )
     with pytest.raises(StorageError, match="no-such-bucket-antssl"):
         embed.run(bad)
+
+
+# The file each stage writes last (its completion marker, or an output only it rewrites).
+MARKERS = {
+    "tiles": "tiles.json",
+    "pretrain": "checkpoints/latest.json",
+    "embed": "embeddings.zarr/embedding/zarr.json",
+    "cluster": "embeddings.zarr/centroids/zarr.json",
+    "maps": "maps/clusters.json",
+    "index": "index/manifest.json",
+}
+
+
+def test_every_stage_skips_when_done_and_reruns_when_forced(tmp_path: Path) -> None:
+    from antssl.sample import write_sample_data
+    from antssl.stages import PIPELINE
+
+    assert [s.name for s in PIPELINE] == list(MARKERS)
+    data = write_sample_data(tmp_path / "sample", n_scenes=2, size=384)
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({**sample_config(data.root, tmp_path / "ws"), **FAST}))
+    ws = tmp_path / "ws"
+
+    def stamps() -> dict[str, int | None]:
+        return {
+            s: (ws / f).stat().st_mtime_ns if (ws / f).exists() else None
+            for s, f in MARKERS.items()
+        }
+
+    assert main(["pipeline", "--config", str(cfg_path)]) == 0
+    before = stamps()
+    assert None not in before.values()
+    for stage in PIPELINE:  # done: each stage leaves its output alone
+        assert main([stage.name, "--config", str(cfg_path)]) == 0, stage.name
+    assert stamps() == before
+    for stage in PIPELINE:  # --force: each stage writes its output again
+        assert main([stage.name, "--config", str(cfg_path), "--force"]) == 0, stage.name
+        now = stamps()
+        assert now[stage.name] is not None and now[stage.name] != before[stage.name], stage.name
+        before = now

@@ -1,4 +1,5 @@
-"""Tests of the synthetic sample data (antssl.sample): files, grids, determinism, geometry."""
+"""Tests of the synthetic sample data (antssl.sample): files, grids, determinism, geometry,
+and that scene nuisances really make brightness a scene cue rather than a surface cue."""
 
 from __future__ import annotations
 
@@ -14,9 +15,17 @@ from rasterio.features import rasterize
 from rasterio.transform import rowcol
 
 from antssl.errors import ConfigError
-from antssl.sample import CLASSES, MAX_SCENES, SampleData, write_sample_data
+from antssl.sample import (
+    CLASSES,
+    HELDOUT_SEED_OFFSET,
+    HELDOUT_SITE,
+    MAX_SCENES,
+    SITES,
+    SampleData,
+    write_sample_data,
+)
 
-LAND_CODES = (3, 4, 5, 6)
+LAND_CODES = (3, 4, 5, 6, 7)
 SEA_CODES = (1, 2)
 
 
@@ -26,13 +35,36 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleData:
 
 
 @pytest.fixture(scope="module")
-def pixels(sample: SampleData) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(bands, H, W) uint16 image and (H, W) uint8 labels per scene."""
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> SampleData:
+    return write_sample_data(
+        tmp_path_factory.mktemp("heldout"),
+        n_scenes=6,
+        first_scene=3,
+        site=HELDOUT_SITE,
+        scene_seed=HELDOUT_SEED_OFFSET,
+    )
+
+
+def _read(data: SampleData) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
-    for scene, labels in zip(sample.scenes, sample.labels, strict=True):
+    for scene, labels in zip(data.scenes, data.labels, strict=True):
         with rasterio.open(scene) as img, rasterio.open(labels) as lab:
             out.append((img.read(), lab.read(1)))
     return out
+
+
+@pytest.fixture(scope="module")
+def pixels(sample: SampleData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(bands, H, W) uint16 image and (H, W) uint8 labels per scene."""
+    return _read(sample)
+
+
+@pytest.fixture(scope="module")
+def all_pixels(
+    pixels: list[tuple[np.ndarray, np.ndarray]], heldout: SampleData
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The 3 default scenes and the 6 held-out ones."""
+    return pixels + _read(heldout)
 
 
 def _union(sample: SampleData) -> shapely.Geometry:
@@ -56,11 +88,16 @@ def test_scene_and_label_files(sample: SampleData) -> None:
             assert img.crs.to_epsg() == 3031 and lab.crs.to_epsg() == 3031
             assert (img.count, img.height, img.width) == (3, 512, 512)
             assert img.dtypes == ("uint16",) * 3 and img.nodata == 0
-            assert img.transform.a == 100.0 and img.transform.e == -100.0
+            assert 15.0 <= img.transform.a <= 60.0 and img.transform.e == -img.transform.a
+            nuisance = json.loads(img.tags()["ANTSSL_NUISANCE"])
+            assert nuisance["pixel_m"] == img.transform.a and len(nuisance["bands"]) == 3
             assert img.block_shapes[0] == (256, 256) and img.compression.value == "DEFLATE"
             assert img.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and img.overviews(1)
             assert lab.dtypes == ("uint8",) and lab.count == 1 and lab.nodata is None
             assert lab.transform == img.transform and lab.shape == img.shape
+    for path, scene in zip(sample.nuisance, sample.scenes, strict=True):
+        assert path.name == scene.name.replace(".tif", "_nuisance.json")
+        assert json.loads(path.read_text())["scene_id"] == scene.stem
     text = (sample.root / "README.txt").read_text()
     assert "synthetic" in text.lower() and "EPSG:3031" in text
     assert not list(sample.root.glob(".*partial*")), "temporary files left behind"
@@ -80,9 +117,33 @@ def test_nodata_only_in_a_corner_wedge(pixels: list[tuple[np.ndarray, np.ndarray
     assert wedges >= 1
 
 
-def test_all_surface_classes_present(pixels: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    seen = set().union(*(np.unique(labels).tolist() for _, labels in pixels))
-    assert seen >= set(LAND_CODES + SEA_CODES)
+def test_all_surface_classes_present(all_pixels: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    seen = set().union(*(np.unique(labels).tolist() for _, labels in all_pixels))
+    assert seen >= set(LAND_CODES + SEA_CODES) and CLASSES[7] == "blue_ice"
+    # every class covers tile-sized areas: 64 px tiles with a >= 60 % majority
+    tiles: dict[int, int] = {}
+    for _, labels in all_pixels:
+        for r in range(0, labels.shape[0] - 63, 32):
+            for c in range(0, labels.shape[1] - 63, 32):
+                counts = np.bincount(labels[r : r + 64, c : c + 64].ravel(), minlength=8)
+                if counts[0] == 0 and counts.max() >= 0.6 * 64 * 64:
+                    tiles[int(counts.argmax())] = tiles.get(int(counts.argmax()), 0) + 1
+    assert all(tiles.get(c, 0) >= 20 for c in LAND_CODES + SEA_CODES), tiles
+
+
+def test_sea_ice_is_floes_with_dark_leads(
+    all_pixels: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    with_leads = 0
+    for image, labels in all_pixels:
+        ice, water = labels == 2, labels == 1
+        if ice.sum() < 2000 or water.sum() < 2000:
+            continue
+        band = image[0].astype(float)
+        floe = np.median(band[ice])
+        dark = band[ice] < (floe + band[water].mean()) / 2  # closer to water than to floes
+        with_leads += int(0.02 < dark.mean() < 0.5)
+    assert with_leads >= 3
 
 
 def test_coast_crosses_every_scene_and_matches_labels(
@@ -110,27 +171,83 @@ def test_geojson_is_the_land_and_shelf_union(sample: SampleData) -> None:
     assert shapely.symmetric_difference(geom, union).area < 1e-6 * union.area
 
 
-def test_class_responses_differ_per_band(pixels: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    image = np.concatenate([img.reshape(img.shape[0], -1) for img, _ in pixels], axis=1)
-    labels = np.concatenate([lab.ravel() for _, lab in pixels]).astype(int)
-    mean = {c: image[:, labels == c].astype(float).mean(axis=1) for c in range(1, 7)}
-    water, sea_ice, shelf, crevassed, rock, grounded = (mean[c] for c in range(1, 7))
-    assert water[0] * 5 < sea_ice[0] and water[1] < sea_ice[1]
-    assert rock[0] < grounded[0] and rock[2] > 3 * grounded[2], "rock dark visible, bright SWIR"
-    assert sea_ice[2] > shelf[2], "sea ice and shelf differ in SWIR"
-    # Sea ice, shelf and crevassed ice are alike in brightness but differ in texture.
-    assert abs(sea_ice[0] - shelf[0]) < 0.25 * shelf[0]
-    assert abs(crevassed[0] - shelf[0]) < 0.15 * shelf[0]
-    # Texture: mean |difference| of horizontal neighbours of one class, band 1.
-    rough = {}
-    for c in range(1, 7):
-        diffs = [
-            np.abs(np.diff(img[0].astype(float), axis=1))[(lab[:, 1:] == c) & (lab[:, :-1] == c)]
-            for img, lab in pixels
-        ]
-        rough[c] = np.concatenate(diffs).mean()
-    assert rough[4] > 4 * rough[3] and rough[5] > 3 * rough[6] and rough[2] > 1.5 * rough[3]
-    assert np.all(image[:, labels > 0] >= 1)
+def _class_means(image: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Per class with >= 500 pixels in the scene: mean DN per band."""
+    return {
+        c: image[:, labels == c].astype(float).mean(axis=1)
+        for c in range(1, 8)
+        if (labels == c).sum() >= 500
+    }
+
+
+def _roughness(band: np.ndarray, labels: np.ndarray, c: int, lag: int = 3) -> float:
+    """Mean |difference| of pixels ``lag`` apart along rows and along columns, both of class
+    ``c`` (DN); a lag of a few pixels weighs surface texture above pixel noise."""
+    out = []
+    for b, lab in ((band.astype(float), labels), (band.T.astype(float), labels.T)):
+        both = (lab[:, lag:] == c) & (lab[:, :-lag] == c)
+        out.append(np.abs(b[:, lag:] - b[:, :-lag])[both])
+    return float(np.concatenate(out).mean())
+
+
+def test_surfaces_differ_within_each_scene(
+    all_pixels: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """Inside one scene (one stretch) the surfaces keep their spectral shape and texture."""
+    checked = rough = 0
+    for image, labels in all_pixels:
+        m = _class_means(image, labels)
+        if 1 in m and 2 in m:
+            assert m[1][0] < m[2][0] and m[1][1] < m[2][1], "water darker than sea ice"
+        if 5 in m and 6 in m:
+            assert m[5][0] < m[6][0] and m[5][2] > m[6][2], "rock: dark visible, bright SWIR"
+            assert _roughness(image[0], labels, 5) > 1.3 * _roughness(image[0], labels, 6)
+        if 5 in m and 7 in m:
+            assert m[7][0] > m[5][0] and m[7][2] < m[5][2], "blue ice vs rock: spectral shape"
+        if 3 in m and 4 in m:
+            checked += 1
+            # about the same mean brightness (within 25 %: the sun ramp and haze vary), more texture
+            assert (np.abs(m[4] - m[3]) < 0.25 * m[3])[:2].all()
+            rough += int(_roughness(image[0], labels, 4) > 1.3 * _roughness(image[0], labels, 3))
+    # at coarse pixels, blur and striping along the cracks can hide them in one scene
+    assert checked >= 3 and rough >= checked - 1
+    for image, labels in all_pixels:
+        assert np.all(image[:, labels > 0] >= 1)
+
+
+def test_brightness_identifies_the_scene_not_the_surface(
+    all_pixels: list[tuple[np.ndarray, np.ndarray]], sample: SampleData, heldout: SampleData
+) -> None:
+    """Scene nuisances move a class's brightness across scenes by more than the gap between
+    overlapping classes inside a scene (shelf vs crevassed ice; rock vs blue ice in NIR)."""
+    means = [_class_means(image, labels) for image, labels in all_pixels]
+    for a, b, band in ((3, 4, 0), (3, 4, 1), (5, 7, 1)):
+        both = [m for m in means if a in m and b in m]
+        assert len(both) >= 3, (a, b)
+        within = max(abs(m[a][band] - m[b][band]) for m in both)
+        across = np.ptp([m[a][band] for m in means if a in m])
+        assert across > 2 * within, (a, b, band, across, within)
+    # the nuisances themselves differ scene by scene
+    docs = [json.loads(p.read_text()) for p in sample.nuisance + heldout.nuisance]
+    assert len({d["pixel_m"] for d in docs}) >= 5
+    assert min(d["pixel_m"] for d in docs) < 30 < max(d["pixel_m"] for d in docs)
+    gains = np.array([[b["gain"] for b in d["bands"]] for d in docs])
+    gammas = np.array([[b["gamma"] for b in d["bands"]] for d in docs])
+    assert gains.max() / gains.min() > 1.5 and gammas.max() / gammas.min() > 1.3
+    assert any(d["haze"] > 0 for d in docs) and len({d["blur_sigma_px"] for d in docs}) == 9
+
+
+def test_heldout_site_is_elsewhere_on_the_same_coastline_file(
+    sample: SampleData, heldout: SampleData
+) -> None:
+    assert heldout.site == SITES[HELDOUT_SITE].name != sample.site
+    union = _union(sample)
+    assert shapely.symmetric_difference(union, _union(heldout)).area < 1e-6 * union.area
+    boxes = [_bounds(p) for p in sample.scenes]
+    for scene in heldout.scenes:
+        box = _bounds(scene)
+        assert union.boundary.intersects(box), "the shared coastline file covers held-out scenes"
+        assert not any(box.intersects(other) for other in boxes)
 
 
 def test_deterministic_and_seeded(tmp_path: Path) -> None:
@@ -149,6 +266,9 @@ def test_deterministic_and_seeded(tmp_path: Path) -> None:
     assert a.coastline_geojson.read_bytes() == b.coastline_geojson.read_bytes()
     assert any(x.tobytes() != z.tobytes() for x, z in zip(read(a), read(c), strict=True))
     assert a.coastline_geojson.read_bytes() != c.coastline_geojson.read_bytes()
+    d = write_sample_data(tmp_path / "d", n_scenes=2, size=64, seed=7, scene_seed=9)
+    assert a.coastline_geojson.read_bytes() == d.coastline_geojson.read_bytes()
+    assert read(a)[2].tobytes() != read(d)[2].tobytes()  # other scene seed, other surfaces
 
 
 def test_second_batch_extends_the_same_coast(tmp_path: Path) -> None:
@@ -177,10 +297,10 @@ def test_coast_covers_the_last_slot(tmp_path: Path) -> None:
 
 
 def test_coastal_mask(sample: SampleData) -> None:
-    union = _union(sample)
+    union, far = _union(sample), 0
     with rasterio.open(sample.mask) as src:
         assert src.crs.to_epsg() == 3031 and src.dtypes == ("uint8",)
-        assert src.transform.a == 200.0
+        assert 30.0 <= src.transform.a <= 200.0
         mask = src.read(1)
         assert set(np.unique(mask)) == {0, 1}
         for scene in sample.scenes:
@@ -194,7 +314,9 @@ def test_coastal_mask(sample: SampleData) -> None:
             rows, cols = map(np.asarray, rowcol(src.transform, x.ravel(), y.ravel()))
             values = mask[np.clip(rows, 0, src.height - 1), np.clip(cols, 0, src.width - 1)]
             assert (dist < 3000).any() and (values[dist < 3000] == 1).all()
-            assert (dist > 7000).any() and (values[dist > 7000] == 0).all()
+            assert (values[dist > 7000] == 0).all()
+            far += int((dist > 7000).any())
+    assert far >= 1
 
 
 def test_extra_bands_are_distinct(tmp_path: Path) -> None:
@@ -216,6 +338,10 @@ def test_extra_bands_are_distinct(tmp_path: Path) -> None:
         {"n_scenes": 0},
         {"first_scene": MAX_SCENES - 1, "n_scenes": 2},
         {"seed": -1},
+        {"scene_seed": -1},
+        {"pixel_m": (60.0, 15.0)},
+        {"site": len(SITES)},
+        {"site": "nowhere"},
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, float]) -> None:

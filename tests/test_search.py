@@ -390,7 +390,7 @@ def test_tile_edges_and_from_frame(world: World) -> None:
 @pytest.mark.parametrize("m", [1, 10, 160, 5000])
 def test_top_selection_is_exact_with_ties_and_masked_rows(m: int) -> None:
     """The sampled-threshold top-m equals a full sort (key desc, row asc) at large N."""
-    from antssl.search.index import _top
+    from antssl.search.exact import _top
 
     rng = np.random.default_rng(m)
     key = rng.normal(size=200_000).astype(np.float32).round(2)  # many ties

@@ -6,17 +6,23 @@ import io
 import json
 import os
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import rasterio
+import rasterio.transform
 import yaml
 from rasterio.windows import Window
 
-from antssl import catalog, cluster, embed, index_stage, store, tiles, train, workspace
+from antssl import catalog, store, workspace
 from antssl.config import parse_config
+from antssl.search import manifest
+from antssl.stages import PIPELINE, cluster, embed, tiles
+from antssl.stages import index as index_stage
 from tests.conftest import TINY_TRAIN, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -45,7 +51,7 @@ def service(sample, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
 
     data, name = s3_sample_config(sample, s3_endpoint, **SETTINGS)
     cfg = parse_config(data)
-    for stage in (tiles, train, embed, cluster, index_stage):
+    for stage in PIPELINE:
         stage.run(cfg)
     cfg_path = tmp_path_factory.mktemp("serve") / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
@@ -59,13 +65,17 @@ def service(sample, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
         "embedder_cpus": 0.1,
         "search_cpus": 0.1,
         "ingress_cpus": 0.1,
+        "replicas": 1,
     }
     serve.run(build_app(args), name="open", route_prefix="/", blocking=False)
     os.environ["ANTSSL_TEST_TOKEN"] = "s3cret"
+    os.environ["ANTSSL_TEST_ADMIN"] = "adm1n"
     try:
-        secure = build_app({**args, "auth_token_env": "ANTSSL_TEST_TOKEN"})
+        secure = build_app(
+            {**args, "auth_token_env": "ANTSSL_TEST_TOKEN", "admin_token_env": "ANTSSL_TEST_ADMIN"}
+        )
     finally:
-        del os.environ["ANTSSL_TEST_TOKEN"]
+        del os.environ["ANTSSL_TEST_TOKEN"], os.environ["ANTSSL_TEST_ADMIN"]
     serve.run(secure, name="secure", route_prefix="/secure", blocking=False)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
@@ -232,14 +242,14 @@ def test_auth(service) -> None:
 
 
 def test_ann_index_is_used_and_agrees_with_exact_search(service) -> None:
-    from antssl.serve.index import ServiceIndex
+    from antssl.search.service import ServiceIndex
 
     c, cfg, cat = service["client"], service["cfg"], service["cat"]
     ready = c.get("/readyz").json()
-    manifest = index_stage.read_manifest(cfg)
-    assert manifest is not None and manifest["kind"] == "ivf"
+    built = manifest.read_manifest(cfg)
+    assert built is not None and built["kind"] == "ivf"
     assert ready["search"] == "ivf" and ready["index"]["stale"] is False
-    assert ready["recall_at_10"] == manifest["recall_at_10"] >= 0.9
+    assert ready["recall_at_10"] == built["recall_at_10"] >= 0.9
     exact = ServiceIndex.load(cfg).search  # the same store, searched exhaustively
     for i in (0, 10, 57, len(cat) - 1):
         tid = cat["tile_id"].iloc[i]
@@ -321,7 +331,7 @@ def test_reload_after_appending_a_scene(service, tmp_path: Path) -> None:
     assert fc["query"]["search"] == "exact"
     # ... until the index stage runs again and the service reloads
     index_stage.run(cfg)
-    assert index_stage.read_manifest(cfg)["n"] == r["tiles"]  # type: ignore[index]
+    assert manifest.read_manifest(cfg)["n"] == r["tiles"]  # type: ignore[index]
     r = c.post("/v1/reload").json()
     assert r["reloaded"] and r["search"] == "ivf"
     assert c.post("/v1/reload").json()["reloaded"] is False  # nothing changed since
@@ -329,3 +339,203 @@ def test_reload_after_appending_a_scene(service, tmp_path: Path) -> None:
     assert ready["search"] == "ivf" and ready["index"]["stale"] is False
     fc = c.get("/v1/similar", params={"tile_id": new_id, "k": 3, "include_self": True}).json()
     assert fc["features"][0]["properties"]["tile_id"] == new_id
+
+
+# --- issue 15: bad input answers 4xx fast, in one error shape, declared in the contract ---
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _sparse_tiff(bands: int, edge: int) -> bytes:
+    """A tiny GeoTIFF declaring ``bands`` × edge² float32 pixels (no block written)."""
+    big = bands * edge * edge * 4 > 2**32
+    with rasterio.MemoryFile() as mem:
+        with mem.open(
+            driver="GTiff", width=edge, height=edge, count=bands, dtype="float32",
+            crs="EPSG:3031", transform=rasterio.transform.from_origin(0, 0, 10, 10),
+            tiled=True, blockxsize=4096, blockysize=4096, sparse_ok=True, compress="deflate",
+            BIGTIFF="YES" if big else "NO",
+        ):  # fmt: skip
+            pass
+        return mem.read()
+
+
+def _assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"detail", "code", "request_id"}, body
+    assert isinstance(body["detail"], str) and body["request_id"]
+    assert r.headers["x-request-id"] == body["request_id"]
+    if code:
+        assert body["code"] == code, body
+    return body
+
+
+def test_bad_input_answers_4xx_in_one_shape_well_under_a_second(service) -> None:
+    c = service["client"]
+    npz = io.BytesIO()
+    np.savez(npz, a=np.zeros((3, 64, 64), np.float32))
+    npy, tif, js = "application/octet-stream", "image/tiff", "application/json"
+    deep = b"[" * 90_000 + b"]" * 90_000  # under the fixture's 200 kB body limit
+    cases = {
+        "deep JSON": ("/v1/embed", deep, "application/json"),
+        "deep pixels": ("/v1/similar", b'{"pixels": ' + deep + b"}", "application/json"),
+        "5000 digits": ("/v1/embed", b'{"pixels": [' + b"9" * 5000 + b"]}", "application/json"),
+        "5000 digits post": ("/v1/similar", b'{"pixels": [' + b"9" * 5000 + b"]}", js),
+        "npy strings": ("/v1/embed", _npy(np.array(["a"] * 12)), npy),
+        "npy structured": ("/v1/embed", _npy(np.zeros(4, [("a", "f4"), ("b", "i4")])), npy),
+        "npz as npy": ("/v1/embed", npz.getvalue(), npy),
+        "npy truncated": ("/v1/similar", _npy(np.zeros((3, 64, 64), np.float32))[:500], npy),
+        "tiff 3x10000^2": ("/v1/embed", _sparse_tiff(3, 10_000), tif),
+        "tiff 3x100000^2": ("/v1/similar", _sparse_tiff(3, 100_000), tif),
+        "not a tiff": ("/v1/embed", b"<VRTDataset/>", tif),
+        "json array": ("/v1/embed", b"[1, 2, 3]", "application/json"),
+        "unknown field": ("/v1/similar", b'{"tile_id": "x"}', "application/json"),
+    }
+    for name, (path, body, ctype) in cases.items():
+        start = time.perf_counter()
+        r = c.post(path, content=body, headers={"content-type": ctype})
+        took = time.perf_counter() - start
+        _assert_error(r, 422, "invalid_request")
+        assert took < 1.0, (name, took)
+    t = service["cat"]["tile_id"].iloc[0]
+    for params, field in [
+        ({"tile_id": ""}, "tile_id"),
+        ({"lon": "nan", "lat": -66.7}, "lon"),
+        ({"lon": 500, "lat": -66.7}, "lon"),
+        ({"tile_id": t, "bbox": "nan,1,2,3"}, "bbox"),
+        ({"tile_id": t, "exclude_radius_km": "inf"}, "exclude_radius_km"),
+        ({"tile_id": t, "k": "99999999999999999999999"}, "k"),
+        ({"tile_id": t, "lon": 1.0, "lat": -66.0}, "tile_id or lon+lat"),
+    ]:
+        body = _assert_error(c.get("/v1/similar", params=params), 422, "invalid_request")
+        assert body["detail"].startswith(field), (params, body)
+    _assert_error(c.get("/v1/tiles/0"), 404, "not_found")
+    _assert_error(c.get("/v1/nope"), 404, "not_found")
+    _assert_error(c.delete("/v1/similar"), 405, "method_not_allowed")
+    for path in ("/v1/embed", "/v1/similar"):
+        body = _assert_error(c.post(path), 422, "invalid_request")
+        assert "body" in body["detail"] or "content-type" in body["detail"]
+
+
+def test_uploads_are_bounded_while_streaming_and_do_not_stall_others(service) -> None:
+    c = service["client"]
+
+    def chunks():  # no Content-Length: chunked transfer encoding
+        for _ in range(16):
+            yield b"\x00" * 65536
+
+    start = time.perf_counter()
+    r = c.post("/v1/embed", content=chunks(), headers={"content-type": "application/octet-stream"})
+    assert time.perf_counter() - start < 5
+    _assert_error(r, 413, "payload_too_large")
+    # a bomb in flight does not hold up other requests
+    bomb = _sparse_tiff(3, 100_000)
+    t = service["cat"]["tile_id"].iloc[0]
+    with ThreadPoolExecutor(4) as pool:
+        bombs = [
+            pool.submit(c.post, "/v1/embed", content=bomb, headers={"content-type": "image/tiff"})
+            for _ in range(3)
+        ]
+        start = time.perf_counter()
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/similar", params={"tile_id": t, "k": 3}).status_code == 200
+        assert time.perf_counter() - start < 2
+        assert all(f.result().status_code == 422 for f in bombs)
+
+
+def test_patch_upload_honours_query_arguments(service) -> None:
+    c, cat, sample = service["client"], service["cat"], service["sample"]
+    t = cat.iloc[17]
+    patch = _npy(raw_tile(sample, t))
+    npy = {"content-type": "application/octet-stream"}
+    fc = c.post("/v1/similar", content=patch, headers=npy,
+                params={"k": 4, "scene": "scene_001", "distinct": "false"}).json()  # fmt: skip
+    assert fc["query"]["scenes"] == ["scene_001"] and fc["numberRequested"] == 4
+    assert {f["properties"]["scene_id"] for f in fc["features"]} == {"scene_001"}
+    r = c.post("/v1/similar", content=patch, headers=npy, params={"k": 0})
+    assert _assert_error(r, 422)["detail"].startswith("k")
+    r = c.post("/v1/similar", content=patch, headers=npy, params={"kk": 3})
+    assert _assert_error(r, 422)["detail"].startswith("kk")
+    r = c.post("/v1/similar", json={"tile_ids": [t["tile_id"]]}, params={"k": 3})
+    assert "JSON body" in _assert_error(r, 422)["detail"]
+    # fewer results than asked: said so, with the reason
+    box = f"{t['lon'] - 0.01},{t['lat'] - 0.01},{t['lon'] + 0.01},{t['lat'] + 0.01}"
+    fc = c.get("/v1/similar", params={"tile_id": t["tile_id"], "k": 50, "bbox": box}).json()
+    assert fc["numberRequested"] == 50 and fc["numberReturned"] == len(fc["features"]) < 50
+    assert "bbox" in fc["fewer"]
+
+
+def test_contract_in_openapi_and_headers(service) -> None:
+    c = service["client"]
+    doc = c.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    error = doc["components"]["schemas"]["ErrorBody"]
+    assert set(error["required"]) == {"detail", "code", "request_id"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if path in ("/healthz",):
+                continue
+            assert {"500", "503"} <= set(op["responses"]), (method, path)
+            assert "Retry-After" in op["responses"]["503"]["headers"]
+    for path, codes in {
+        ("/v1/similar", "get"): {"200", "401", "404", "422"},
+        ("/v1/similar", "post"): {"200", "401", "404", "413", "422"},
+        ("/v1/embed", "post"): {"200", "401", "413", "422"},
+        ("/v1/tiles/{tile_id}", "get"): {"200", "401", "404", "422"},
+    }.items():
+        op = doc["paths"][path[0]][path[1]]
+        assert codes <= set(op["responses"]), (path, set(op["responses"]))
+    post = doc["paths"]["/v1/similar"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/octet-stream", "image/tiff"} <= set(post)
+    assert "SimilarRequest" in doc["components"]["schemas"]
+    geo = doc["paths"]["/v1/similar"]["get"]["responses"]["200"]["content"]
+    assert "application/geo+json" in geo
+    t = service["cat"]["tile_id"].iloc[0]
+    r = c.get("/v1/similar", params={"tile_id": t, "k": 2})
+    assert r.headers["content-type"].startswith("application/geo+json")
+    assert r.headers["x-request-id"]
+    assert c.get(f"/v1/tiles/{t}").headers["content-type"].startswith("application/geo+json")
+
+
+def test_auth_scheme_admin_token_and_public_readiness(service) -> None:
+    c = service["client"]
+    t = service["cat"]["tile_id"].iloc[0]
+    r = c.get(f"/secure/v1/tiles/{t}")
+    _assert_error(r, 401, "unauthorized")
+    assert r.headers["www-authenticate"].lower().startswith("bearer")
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        ok = c.get(f"/secure/v1/tiles/{t}", headers={"authorization": f"{scheme} s3cret"})
+        assert ok.status_code == 200, scheme
+    _assert_error(c.post("/secure/v1/reload", headers={"authorization": "Bearer s3cret"}), 401)
+    r = c.post("/secure/v1/reload", headers={"authorization": "Bearer adm1n"})
+    assert r.status_code == 200 and "reloaded" in r.json()
+    assert c.get("/secure/readyz").json() == {"status": "ready"}  # public: no details
+    full = c.get("/secure/readyz", headers={"authorization": "Bearer s3cret"}).json()
+    assert full["status"] == "ready" and full["tiles"] >= len(service["cat"])
+
+
+def test_client_errors_are_one_info_line_without_traceback(service) -> None:
+    import ray
+
+    c = service["client"]
+    rid = _assert_error(c.get("/v1/tiles/scene_000/999999/1"), 404)["request_id"]
+    rid2 = _assert_error(c.get("/v1/similar", params={"tile_id": ""}), 422)["request_id"]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    deadline = time.time() + 20
+    found: list[str] = []
+    while time.time() < deadline:
+        text = "\n".join(p.read_text(errors="replace") for p in logs.glob("replica_open_Api_*"))
+        found = [ln for ln in text.splitlines() if rid in ln or rid2 in ln]
+        if sum(rid in ln for ln in found) and sum(rid2 in ln for ln in found):
+            break
+        time.sleep(0.5)
+    mine = [ln for ln in found if "antssl" in ln or " 404 " in ln or " 422 " in ln]
+    assert any("INFO" in ln and "404 not_found" in ln for ln in mine), found
+    assert any("INFO" in ln and "422 invalid_request" in ln for ln in mine), found
+    assert not any("ERROR" in ln for ln in found), found
+    assert "Traceback" not in text

@@ -154,3 +154,144 @@ def test_invalid_config_and_input_are_refused() -> None:
         Augment()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         Augment()(torch.zeros(1, 8, 8))
+
+
+# --- scene nuisances (resolution, haze, illumination, stretch, striping) ---------------
+
+NUISANCE_OPS: dict[str, dict[str, Any]] = {
+    "resolution": {"resolution_prob": 1.0, "resolution_max": 3.0},
+    "haze": {"haze_prob": 1.0, "haze": 0.6},
+    "illumination": {"gradient_prob": 1.0, "gradient": 1.5, "shading": 0.5},
+    "stretch": {"stretch_prob": 1.0, "gamma": 2.5, "gain": 1.5, "offset": 0.5},
+    "stripes": {"stripe_prob": 1.0, "stripe_std": 0.3},
+}
+ALL_NUISANCES = {k: v for op in NUISANCE_OPS.values() for k, v in op.items()}
+
+
+def test_nuisances_are_off_by_default_and_draw_nothing_when_off() -> None:
+    cfg = AugmentConfig()
+    assert all(getattr(cfg, k) == 0.0 for k in ALL_NUISANCES if k.endswith("_prob"))
+    x = tiles()
+    # the same views as before the nuisance ops existed: an op that is off draws nothing
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with_off = dataclasses.replace(cfg, **{k: 0.0 for k in ALL_NUISANCES if k.endswith("_prob")})
+    assert torch.equal(Augment(cfg)(x, g1), Augment(with_off)(x, g2))
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.parametrize("op", sorted(NUISANCE_OPS))
+@pytest.mark.parametrize(("c", "h", "w"), [(1, 32, 32), (3, 64, 64), (4, 24, 40)])
+def test_nuisance_shapes_finite_reproducible_and_prob_zero_identity(
+    op: str, c: int, h: int, w: int
+) -> None:
+    x = tiles(12, c, h, w)
+    x[:, :, :3] = 0.0  # nodata stripe
+    aug = only(**NUISANCE_OPS[op])
+    out = aug(x, 0)
+    assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+    assert not torch.allclose(out, x)
+    assert torch.equal(out, aug(x, 0))  # reproducible by seed
+    assert not torch.equal(out, aug(x, 1))
+    off = {k: (0.0 if k.endswith("_prob") else v) for k, v in NUISANCE_OPS[op].items()}
+    assert torch.equal(only(**off)(x, 0), x)  # probability 0: the identity
+    const = torch.zeros(3, c, h, w, dtype=torch.float64)
+    assert torch.isfinite(only(**NUISANCE_OPS[op])(const, 0)).all()
+
+
+def test_all_nuisances_together_on_float64_and_per_sample() -> None:
+    x = tiles(32, 3, 32, 32).double()
+    out = Augment(AugmentConfig(**ALL_NUISANCES))(x, 4)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    # each sample gets its own draw: the change is not one shared transform
+    d = (out - x).mean(dim=(1, 2, 3))
+    assert d.std() > 1e-3
+
+
+def test_resolution_keeps_constant_tiles_and_removes_fine_detail() -> None:
+    const = torch.full((4, 2, 32, 32), -1.25)
+    torch.testing.assert_close(only(**NUISANCE_OPS["resolution"])(const, 0), const)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2).float() * 2 - 1
+    x = checker.expand(16, 1, 32, 32).contiguous()
+    out = only(resolution_prob=1.0, resolution_max=2.0)(x, 0)
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-6
+    assert changed.float().mean() > 0.5  # most factors round to a coarser grid
+    assert (out.std(dim=(1, 2, 3))[changed] < 0.7).all()  # the 1 px checkerboard is gone
+    assert out.amin() >= -1 - 1e-6 and out.amax() <= 1 + 1e-6  # averages stay in range
+
+
+def test_haze_blends_toward_a_brighter_veil_and_lowers_contrast() -> None:
+    x = tiles(32, 3, 32, 32)
+    out = only(haze_prob=1.0, haze=0.6)(x, 0)
+    top = x.amax(dim=(2, 3), keepdim=True)
+    assert (out <= top + 0.5 + 1e-5).all()  # never beyond the veil
+    assert (out.mean(dim=(2, 3)) >= x.mean(dim=(2, 3)) - 1e-6).all()  # brighter on average
+    assert (out.std(dim=(2, 3)) <= x.std(dim=(2, 3)) + 1e-6).all()  # a veil lowers contrast
+    assert ((out - x).abs().amax(dim=(1, 2, 3)) > 0).all()
+
+
+def test_illumination_is_one_smooth_field_added_to_every_band() -> None:
+    x = tiles(16, 3, 32, 32)
+    out = only(gradient_prob=1.0, gradient=2.0, shading=0.0)(x, 0)
+    d = out - x
+    torch.testing.assert_close(d[:, 1:], d[:, :1].expand_as(d[:, 1:]), atol=1e-5, rtol=0)
+    span = d.amax(dim=(1, 2, 3)) - d.amin(dim=(1, 2, 3))
+    assert (span <= 2.0 + 1e-5).all() and span.max() > 0.5  # peak-to-peak <= gradient
+    # a linear ramp: second differences vanish
+    assert d.diff(dim=-1).diff(dim=-1).abs().max() < 1e-4
+    assert d.diff(dim=-2).diff(dim=-2).abs().max() < 1e-4
+    shaded = only(gradient_prob=1.0, gradient=0.0, shading=0.5)(x, 1) - x
+    assert shaded.std(dim=(1, 2, 3)).max() <= 0.5 + 1e-4
+    # low frequency: neighbouring pixels differ little compared with the field's spread
+    assert shaded.diff(dim=-1).abs().mean() < 0.2 * shaded.std()
+
+
+def test_stretch_gamma_keeps_the_tile_range_and_order() -> None:
+    x = tiles(32, 3, 16, 16)
+    out = only(stretch_prob=1.0, gamma=3.0, gain=1.0, offset=0.0)(x, 0)
+    lo, hi = x.amin(dim=(2, 3)), x.amax(dim=(2, 3))
+    torch.testing.assert_close(out.amin(dim=(2, 3)), lo, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.amax(dim=(2, 3)), hi, atol=1e-5, rtol=0)
+    # monotone per band: the pixel order is unchanged
+    flat_x, flat_o = x.flatten(2), out.flatten(2)
+    in_order = flat_o.gather(-1, flat_x.argsort(-1))
+    assert (in_order.diff(dim=-1) >= -1e-6).all()
+    assert not torch.allclose(out, x)  # some gamma != 1 bends the histogram
+    # gain and offset: per band affine, bounded by the settings
+    affine = only(stretch_prob=1.0, gamma=1.0, gain=2.0, offset=0.3)(x, 1)
+    a = affine.std(dim=(2, 3)) / x.std(dim=(2, 3))
+    assert (a >= 0.5 - 1e-4).all() and (a <= 2.0 + 1e-4).all()
+    assert not torch.allclose(a[:, 0], a[:, 1])  # per band
+
+
+def test_stripes_are_constant_along_columns_or_rows() -> None:
+    x = torch.zeros(64, 2, 16, 16)
+    out = only(stripe_prob=1.0, stripe_std=0.3)(x, 0)
+    by_col = (out - out[:, :, :1, :]).abs().amax(dim=(1, 2, 3)) < 1e-6
+    by_row = (out - out[:, :, :, :1]).abs().amax(dim=(1, 2, 3)) < 1e-6
+    assert (by_col | by_row).all() and by_col.any() and by_row.any()
+    assert not torch.allclose(out[:, 0], out[:, 1])  # each band its own detector offsets
+
+
+def test_nuisance_views_share_geometry_only_when_geometry_is_off() -> None:
+    # with the geometric ops off, the two views of a tile differ only radiometrically,
+    # and a constant tile under stretch gamma stays constant in both views (no NaN)
+    x = tiles(8, 3, 32, 32)
+    aug = only(stretch_prob=1.0, haze_prob=1.0, gradient_prob=1.0)
+    v1, v2 = aug.two_views(x, 9)
+    assert not torch.allclose(v1, v2)
+    g = torch.Generator().manual_seed(9)
+    assert torch.equal(v1, aug(x, g)) and torch.equal(v2, aug(x, g))
+
+
+def test_invalid_nuisance_settings_are_refused() -> None:
+    for kwargs, key in [
+        ({"haze_prob": 2.0}, "haze_prob"),
+        ({"haze": 1.0}, "haze"),
+        ({"gamma": 0.5}, "gamma"),
+        ({"gain": 0.9}, "gain"),
+        ({"resolution_max": 0.5}, "resolution_max"),
+        ({"stripe_std": -1.0}, "stripe_std"),
+        ({"offset": -0.1}, "offset"),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            AugmentConfig(**kwargs)

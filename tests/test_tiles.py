@@ -12,13 +12,14 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from antssl import storage, tiles, workspace
-from antssl.cli import sample_config
+from antssl import scenes, storage, workspace
 from antssl.config import Config, parse_config
 from antssl.data import tile_dataset
+from antssl.demo import sample_config
 from antssl.mask import SceneMasker, load_vector
 from antssl.reader import BandStats
 from antssl.scenes import valid_mask
+from antssl.stages import tiles
 from tests.conftest import upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -72,7 +73,7 @@ def test_catalog_columns_fractions_and_idempotence(sample, tmp_path: Path) -> No
         x1, y1 = ds.transform * (t["col"] + 64, t["row"] + 64)
         assert np.allclose(t.geometry.bounds, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
         # fractions against a direct full-resolution computation
-        info = tiles.load_infos(cfg)[t["scene_id"]]
+        info = scenes.load_infos(cfg)[t["scene_id"]]
         masker = SceneMasker(info, cfg.mask, cfg.storage, load_vector(cfg.mask, cfg.storage))
         win = Window(t["col"], t["row"], 64, 64)
         assert masker.window(win).mean() == pytest.approx(t["mask_fraction"], abs=1e-6)
@@ -147,7 +148,7 @@ def test_stream_from_s3_matches_direct_reads(sample, bucket: str, s3_endpoint: s
     assert uri == f"s3://{bucket}/ws/tiles.parquet"
     cat = gpd.read_parquet(io.BytesIO(storage.read_bytes(uri, cfg.storage)))
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(cfg), cfg.storage))
-    ds = tile_dataset(cat, tiles.load_infos(cfg), cfg, stats)
+    ds = tile_dataset(cat, scenes.load_infos(cfg), cfg, stats)
     seen = {}
     for batch in ds.iter_batches(batch_size=None):
         for i, idx in enumerate(batch["tile_index"]):

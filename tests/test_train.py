@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from antssl import storage, tiles, train, workspace
+from antssl import encoder, scenes, storage, workspace
 from antssl.config import Config, parse_config
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.ssl import Augment, build_model, build_objective, load_checkpoint, read_meta
+from antssl.stages import pretrain, tiles
 from tests.conftest import s3_sample_config
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -56,7 +57,7 @@ def fixed_batch_loss(model: torch.nn.Module, cfg: Config) -> float:
 
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage).iloc[:64]
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(cfg), cfg.storage))
-    ds = tile_dataset(cat, tiles.load_infos(cfg), cfg, stats)
+    ds = tile_dataset(cat, scenes.load_infos(cfg), cfg, stats)
     batch = next(iter(ds.iter_batches(batch_size=64, batch_format="numpy")))
     x = torch.from_numpy(np.asarray(batch["image"]))
     v1, v2 = Augment().two_views(x, torch.Generator().manual_seed(0))
@@ -67,11 +68,11 @@ def fixed_batch_loss(model: torch.nn.Module, cfg: Config) -> float:
 
 def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dict) -> None:
     cfg = with_train(s3_workspace)
-    uri = train.run(cfg)
-    assert uri.startswith(f"{cfg.workspace}/checkpoints/{train.run_name(cfg)}/")
-    latest = json.loads(storage.read_text(train.latest_uri(cfg), cfg.storage))
+    uri = pretrain.run(cfg)
+    assert uri.startswith(f"{cfg.workspace}/checkpoints/{pretrain.run_name(cfg)}/")
+    latest = json.loads(storage.read_text(encoder.latest_uri(cfg), cfg.storage))
     assert latest["step"] == 24 and latest["checkpoint"] == uri
-    model, meta = train.load_encoder(cfg)
+    model, meta = encoder.load_encoder(cfg)
     assert meta["step"] == 24 and meta["spec"]["in_bands"] == 3
     assert set(meta["stats"]) >= {"mean", "std", "bands"}
     torch.manual_seed(cfg.train.seed)
@@ -82,7 +83,7 @@ def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dic
     # a finished run is not redone
     fs, path = storage.filesystem(cfg.workspace, cfg.storage)
     before = sorted(fs.find(path + "/checkpoints"))
-    assert train.run(cfg) == uri
+    assert pretrain.run(cfg) == uri
     assert sorted(fs.find(path + "/checkpoints")) == before
 
 
@@ -91,7 +92,7 @@ def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
     cfg = with_train(
         s3_workspace, steps=16, inject_failure_at_step=8, checkpoint_every=4, texture_weight=1.0
     )
-    uri = train.run(cfg)
+    uri = pretrain.run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         local = storage.download_dir(uri, Path(tmp), cfg.storage)
         meta = read_meta(local)
@@ -104,18 +105,18 @@ def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
 
 def test_bad_settings_fail_before_training(s3_workspace: dict, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size 100000 is larger than the"):
-        train.run(with_train(s3_workspace, batch_size=100_000))
+        pretrain.run(with_train(s3_workspace, batch_size=100_000))
     with pytest.raises(ConfigError, match="'byol2'"):
-        train.run(with_train(s3_workspace, objective="byol2"))
+        pretrain.run(with_train(s3_workspace, objective="byol2"))
     with pytest.raises(ConfigError, match="resnet9000"):
-        train.run(with_train(s3_workspace, backbone="resnet9000"))
+        pretrain.run(with_train(s3_workspace, backbone="resnet9000"))
     with pytest.raises(ConfigError, match="cluster has 2"):
-        train.run(with_train(s3_workspace, num_workers=4, cpus_per_worker=1.0, batch_size=64))
+        pretrain.run(with_train(s3_workspace, num_workers=4, cpus_per_worker=1.0, batch_size=64))
     with pytest.raises(ConfigError, match="GPU"):
-        train.run(with_train(s3_workspace, use_gpu=True))
+        pretrain.run(with_train(s3_workspace, use_gpu=True))
     empty = parse_config({**s3_workspace, "workspace": f"file://{tmp_path}/ws", "train": TRAIN})
     with pytest.raises(StageOrderError, match="antssl tiles"):
-        train.run(empty)
+        pretrain.run(empty)
     with pytest.raises(ConfigError, match="warmup_steps"):
         with_train(s3_workspace, warmup_steps=30)
 
@@ -125,14 +126,14 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(s3_workspace: dict) 
     # (a real divergence, no injection); the step-1 checkpoint is the last good one.
     cfg = with_train(s3_workspace, lr=1e30, steps=6, warmup_steps=1, checkpoint_every=1)
     with pytest.raises(TrainingDivergedError) as err:
-        train.run(cfg)
+        pretrain.run(cfg)
     message = str(err.value)
     assert "NaN/inf at step 1;" in message
     last = message.split("last good checkpoint: ")[1].split(". ")[0]
-    assert f"/checkpoints/{train.run_name(cfg)}/checkpoint_" in last, message
+    assert f"/checkpoints/{pretrain.run_name(cfg)}/checkpoint_" in last, message
     # the run stopped without a finished-run marker: embed/serve cannot pick it up
-    latest = train.read_latest(cfg)
-    assert latest is None or latest["run"] != train.run_name(cfg)
+    latest = encoder.read_latest(cfg)
+    assert latest is None or latest["run"] != pretrain.run_name(cfg)
 
 
 def test_augment_settings_mirror_the_augmentation_and_bad_ones_are_named() -> None:
@@ -144,9 +145,10 @@ def test_augment_settings_mirror_the_augmentation_and_bad_ones_are_named() -> No
     # the config section has the augmentation's names and defaults, one for one
     assert AugmentSettings().model_dump() == dataclasses.asdict(AugmentConfig())
     cfg = parse_config({"train": {"augment": {"blur_prob": 0, "crop_scale": [0.6, 1.0]}}})
-    aug = train.augment_config(cfg.train)
+    aug = pretrain.augment_config(cfg.train)
     assert aug.blur_prob == 0 and aug.crop_scale == (0.6, 1.0)
     with pytest.raises(ConfigError, match=r"train\.augment: augment crop_scale"):
-        train.augment_config(parse_config({"train": {"augment": {"crop_scale": [0.9, 0.5]}}}).train)
+        bad = {"train": {"augment": {"crop_scale": [0.9, 0.5]}}}
+        pretrain.augment_config(parse_config(bad).train)
     with pytest.raises(ConfigError, match="blur_prob"):
         parse_config({"train": {"augment": {"blur_prob": 2}}})

@@ -14,7 +14,7 @@ checkpoints, still no Ray):
 - :mod:`antssl.evaluate.tileset`: the scored scenes' tiles, planned, read and labelled.
 - :mod:`antssl.evaluate.features`: the checkpoint's embeddings and the baselines' features.
 - :mod:`antssl.evaluate.scoring`: every metric per method, as ``{metric: (value, counts)}``.
-- :mod:`antssl.evaluate.stage`: ``run(config)`` writing ``<workspace>/eval/``.
+- the evaluate stage itself: :mod:`antssl.stages.evaluate` (writes ``<workspace>/eval/``).
 
 The protocol these implement is described in EVAL-PROTOCOL.md (the MOA fracture protocol):
 other-scene retrieval, counts beside every figure, baselines in the same run.
@@ -23,10 +23,6 @@ Importing this package imports none of its submodules.
 
 from __future__ import annotations
 
-from antssl.errors import AntsslError
+from antssl.errors import EvaluationError
 
 __all__ = ["EvaluationError"]
-
-
-class EvaluationError(AntsslError, ValueError):
-    """Evaluation inputs are inconsistent (shapes, labels, groups, k) or unusable."""

@@ -70,12 +70,20 @@ def _per_band(fn: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray) -> np.n
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
-def pca_pixels(tiles: np.ndarray, n_components: int = 64, seed: int = 0) -> np.ndarray:
-    """Raw pixels (flattened ``C*H*W``) projected on ``min(n_components, n, C*H*W)`` PCs."""
+def pca_pixels(
+    tiles: np.ndarray, n_components: int = 64, seed: int = 0, fit: np.ndarray | None = None
+) -> np.ndarray:
+    """Raw pixels (flattened ``C*H*W``) projected on ``min(n_components, m, C*H*W)`` PCs.
+
+    The PCs are fitted on the rows ``fit`` (bool or indices; default all n, m of them) and
+    every row is projected on them.
+    """
     arr = _tiles(tiles)
     flat = arr.reshape(arr.shape[0], -1)
-    m = min(n_components, *flat.shape)
-    return PCA(n_components=m, random_state=seed).fit_transform(flat).astype(np.float32)
+    ref = flat if fit is None else flat[fit]
+    m = min(n_components, *ref.shape)
+    pca = PCA(n_components=m, random_state=seed).fit(ref)
+    return pca.transform(flat).astype(np.float32)
 
 
 def intensity_stats(

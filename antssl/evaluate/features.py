@@ -13,8 +13,9 @@ by Euclidean distance.
 
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from antssl import storage, workspace
-from antssl.config import Config
+from antssl.config import Config, EvaluateConfig
+from antssl.encoder import read_latest
 from antssl.errors import ConfigError, StageOrderError
 from antssl.evaluate import baselines
 from antssl.evaluate.retrieval import Metric
@@ -35,14 +37,21 @@ from antssl.ssl.model import SSLModel
 ENCODER = "encoder"
 """Method name of the learned encoder in reports."""
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Method:
-    """One method's features ``x`` (n, d) float32 and the metric its neighbours use."""
+    """One method's features ``x`` (n, d) float32 and the metric its neighbours use.
+
+    ``x_fit`` (m, d): the same features of the ``evaluate.probe_fit_scenes`` tiles (the
+    probe is fitted on them), or None.
+    """
 
     name: str
     x: np.ndarray
     metric: Metric
+    x_fit: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -54,13 +63,6 @@ class Checkpoint:
     source: str  # "workspace", "workspace <uri>" or "checkpoint directory"
 
 
-def _latest(root: str, config: Config) -> dict[str, Any] | None:
-    uri = storage.join(root, "checkpoints", "latest.json")
-    if not storage.exists(uri, config.storage):
-        return None
-    return dict(json.loads(storage.read_text(uri, config.storage)))
-
-
 def resolve_checkpoint(config: Config) -> Checkpoint:
     """The checkpoint ``evaluate.checkpoint`` names, or this workspace's latest.
 
@@ -69,7 +71,7 @@ def resolve_checkpoint(config: Config) -> Checkpoint:
     """
     other = config.evaluate.checkpoint
     if other is None:
-        done = _latest(workspace.root(config), config)
+        done = read_latest(config)
         if done is None:
             raise StageOrderError(
                 f"no finished pretraining in {workspace.checkpoints_uri(config)}: run "
@@ -79,7 +81,7 @@ def resolve_checkpoint(config: Config) -> Checkpoint:
     uri = storage.normalize_uri(other)
     if storage.exists(storage.join(uri, "meta.json"), config.storage):
         return Checkpoint(uri, None, "checkpoint directory")
-    done = _latest(uri, config)
+    done = read_latest(config, root=uri)
     if done is not None:
         return Checkpoint(str(done["checkpoint"]), done.get("step"), f"workspace {uri}")
     raise ConfigError(
@@ -115,11 +117,13 @@ def embed(model: SSLModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return baselines.model_features(model, x, batch_size)
 
 
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Columns standardised on these rows (constant columns become 0): (n, d) float32."""
+def zscore(x: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+    """Columns standardised with the mean and std of the rows ``fit`` (default all; constant
+    columns become 0): (n, d) float32."""
     x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    ref = x if fit is None else x[fit]
+    std = ref.std(axis=0)
+    return ((x - ref.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def _factory(spec: dict[str, Any]) -> Callable[[], SSLModel]:
@@ -128,27 +132,64 @@ def _factory(spec: dict[str, Any]) -> Callable[[], SSLModel]:
 
 
 def compute_methods(
-    tiles: EvalTiles, model: SSLModel, meta: dict[str, Any], config: Config
+    tiles: EvalTiles,
+    model: SSLModel,
+    meta: dict[str, Any],
+    config: Config,
+    fit: EvalTiles | None = None,
 ) -> list[Method]:
-    """The learned encoder's features, then each configured baseline's, on the same tiles."""
+    """The learned encoder's features, then each configured baseline's, on the same tiles.
+
+    With ``fit`` (the ``evaluate.probe_fit_scenes`` tiles) every method also describes
+    those tiles (``Method.x_fit``), with the same fitted transforms: z-scores and the pixel
+    PCA are fitted on the scored tiles only, so the scored features do not depend on
+    ``fit``. Prints one line per method with its time.
+    """
     ev = config.evaluate
+    n = len(tiles)
+    scored = np.arange(n)
     normed = model_input(tiles, meta)
-    methods = [Method(ENCODER, embed(model, normed, ev.batch_size), "cosine")]
-    print(f"evaluate: embedded {len(tiles)} tiles → {methods[0].x.shape[1]}-D", flush=True)
     raw = tiles.pixels
-    for name in ev.baselines:
-        if name == "pca_pixels":
-            methods.append(Method(name, zscore(baselines.pca_pixels(raw, 64, ev.seed)), "cosine"))
-        elif name == "intensity_stats":
-            methods.append(Method(name, zscore(baselines.intensity_stats(raw)), "cosine"))
-        elif name == "texture":
-            methods.append(Method(name, zscore(baselines.texture_features(raw)), "cosine"))
-        elif name == "mean_brightness":
-            methods.append(Method(name, baselines.mean_brightness(raw), "euclidean"))
-        elif name == "random_backbone":
-            x = baselines.random_backbone_features(
-                normed, _factory(dict(meta["spec"])), ev.seed, ev.batch_size
-            )
-            methods.append(Method(name, x, "cosine"))
-        print(f"evaluate: baseline {name} → {methods[-1].x.shape[1]}-D", flush=True)
+    if fit is not None:
+        normed = np.concatenate([normed, model_input(fit, meta)])
+        raw = np.concatenate([raw, fit.pixels])
+    names = [ENCODER, *ev.baselines]
+    methods = []
+    for i, name in enumerate(names, 1):
+        t0 = time.perf_counter()
+        x, metric = _features(name, model, raw, normed, meta, ev, scored)
+        methods.append(Method(name, x[:n], metric, None if fit is None else x[n:]))
+        log.info(
+            f"evaluate: [{i}/{len(names)}] {name}: {x.shape[0]} tiles → {x.shape[1]}-D "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
     return methods
+
+
+def _features(
+    name: str,
+    model: SSLModel,
+    raw: np.ndarray,
+    normed: np.ndarray,
+    meta: dict[str, Any],
+    ev: EvaluateConfig,
+    scored: np.ndarray,
+) -> tuple[np.ndarray, Metric]:
+    """One method's features of every row; transforms fitted on the rows ``scored``."""
+    seed, batch_size = ev.seed, ev.batch_size
+    if name == ENCODER:
+        return embed(model, normed, batch_size), "cosine"
+    if name == "pca_pixels":
+        return zscore(baselines.pca_pixels(raw, 64, seed, fit=scored), scored), "cosine"
+    if name == "intensity_stats":
+        return zscore(baselines.intensity_stats(raw), scored), "cosine"
+    if name == "texture":
+        return zscore(baselines.texture_features(raw), scored), "cosine"
+    if name == "mean_brightness":
+        return baselines.mean_brightness(raw), "euclidean"
+    if name == "random_backbone":
+        x = baselines.random_backbone_features(
+            normed, _factory(dict(meta["spec"])), seed, batch_size
+        )
+        return x, "cosine"
+    raise ConfigError(f"unknown baseline {name!r}")

@@ -28,8 +28,7 @@ from antssl.evaluate.labels import TileLabels, binary_labels, cut_windows, major
 from antssl.mask import load_vector
 from antssl.plan import plan_scene
 from antssl.reader import read_tiles
-from antssl.scenes import SceneInfo, discover, open_raster, read_info
-from antssl.tiles import check_bands
+from antssl.scenes import SceneInfo, check_bands, discover, open_raster, read_info
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +79,50 @@ class EvalTiles:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
+    @classmethod
+    def from_arrays(
+        cls,
+        label: np.ndarray,
+        scene_id: np.ndarray,
+        pixels: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+    ) -> EvalTiles:
+        """Tiles held in memory (no scenes on storage): ``label`` (n,), ``scene_id`` (n,),
+        optional ``pixels`` (n, C, H, W) and ``valid`` (n, H, W) (default: 2x2 zeros, all
+        valid); tile ids are row numbers, centres at 0, no probe-train rows."""
+        n = len(label)
+        pixels = np.zeros((n, 1, 2, 2), np.float32) if pixels is None else pixels
+        if valid is None:
+            valid = np.ones((n, *pixels.shape[2:]), bool)
+        return cls(
+            pixels=pixels,
+            valid=valid,
+            label=np.asarray(label, dtype=np.int64),
+            score=np.ones(n),
+            scene_id=np.asarray(scene_id).astype(str),
+            tile_id=np.arange(n).astype(str),
+            xy=np.zeros((n, 2)),
+            probe_train=np.zeros(n, bool),
+            infos={},
+            scenes=[],
+            labelled_total=n,
+        )
+
     def class_counts(self, rows: np.ndarray | None = None) -> dict[int, int]:
         y = self.label if rows is None else self.label[rows]
         values, n = np.unique(y, return_counts=True)
         return {int(v): int(c) for v, c in zip(values, n, strict=True)}
 
 
-def scored_config(config: Config) -> Config:
-    """The config whose ``scenes`` section lists the scored scenes.
+def scored_config(config: Config, scenes: ScenesConfig | None = None) -> Config:
+    """The config whose ``scenes`` section lists the scored scenes (or ``scenes``).
 
-    ``evaluate.scenes`` replaces the scene source (uris / glob / stac); its other keys
-    (bands, nodata, allow_no_crs, on_bad_scene) default to the top-level section's, so the
-    pixels are read as the encoder saw them in training.
+    ``evaluate.scenes`` (or the ``scenes`` given, e.g. ``evaluate.probe_fit_scenes``)
+    replaces the scene source (uris / glob / stac); its other keys (bands, nodata,
+    allow_no_crs, on_bad_scene) default to the top-level section's, so the pixels are read
+    as the encoder saw them in training.
     """
-    over = config.evaluate.scenes
+    over = scenes if scenes is not None else config.evaluate.scenes
     if over is None:
         return config
     top = config.scenes.model_dump()
@@ -205,15 +234,20 @@ def _scene_tiles(
     }
 
 
-def load_tiles(config: Config, template: str) -> EvalTiles:
+def load_tiles(
+    config: Config, template: str, scenes: ScenesConfig | None = None, role: str = "scored"
+) -> EvalTiles:
     """Plan, read and label the tiles of every scored scene (module docstring).
+
+    ``scenes`` replaces ``evaluate.scenes`` (as :func:`scored_config`), e.g. with
+    ``evaluate.probe_fit_scenes``; ``role`` names those scenes in messages.
 
     Raises:
         SceneReadError: a scene or label raster cannot be read (and on_bad_scene is fail).
         EvaluationError: a label raster is off its scene's grid, or no tile is labelled.
     """
     ev = config.evaluate
-    cfg = scored_config(config)
+    cfg = scored_config(config, scenes)
     pairs = discover(cfg)
     vector = load_vector(cfg.mask, cfg.storage) if cfg.mask.kind == "coastline" else None
     parts: list[tuple[str, dict[str, np.ndarray]]] = []
@@ -232,17 +266,16 @@ def load_tiles(config: Config, template: str) -> EvalTiles:
             counts.skipped = f"{type(err).__name__}: {err}"
             log.warning("evaluate: skipping scene %s: %s", sid, err)
             continue
-        print(
+        log.info(
             f"evaluate: {sid}: {counts.planned} tiles planned, {counts.labelled} labelled "
-            + (f"{counts.per_class}" if part is not None else f"({counts.skipped})"),
-            flush=True,
+            + (f"{counts.per_class}" if part is not None else f"({counts.skipped})")
         )
         if part is not None:
             infos[sid] = info
             parts.append((sid, part))
     if not parts:
         raise EvaluationError(
-            "no labelled tile in any scored scene:\n"
+            f"no labelled tile in any {role} scene:\n"
             + "\n".join(f"  {s.scene_id}: {s.skipped}" for s in scenes)
             + "\ncheck evaluate.labels, the label thresholds and the tiling rules"
         )
@@ -254,7 +287,7 @@ def load_tiles(config: Config, template: str) -> EvalTiles:
     if total > ev.max_tiles:
         rng = np.random.default_rng(ev.seed)
         keep = np.sort(rng.choice(total, ev.max_tiles, replace=False))
-        print(f"evaluate: {total} labelled tiles; scoring a random {ev.max_tiles} (max_tiles)")
+        log.info(f"evaluate: {total} labelled tiles; scoring a random {ev.max_tiles} (max_tiles)")
     train_ids = {s.scene_id for s in scenes if s.probe_train}
     sid_kept = scene_id[keep].astype(str)
     return EvalTiles(

@@ -16,7 +16,7 @@ One query (row i of the embeddings = catalog row i = tile i):
    ``distinct``, greedy non-maximum suppression drops each tile whose footprint overlaps an
    accepted result's (same CRS, or same scene without CRS), counted in its ``merged``.
 
-With ``candidates`` (an ANN index, :mod:`antssl.ann`), steps 2-4 run on the rows it
+With ``candidates`` (an ANN index, :mod:`antssl.search.ann`), steps 2-4 run on the rows it
 proposes for q instead of on all N rows: scores stay exact, only which tiles are found
 can be approximate; ``bbox`` / ``scenes`` queries stay exact (see :meth:`SearchIndex.ranked`).
 
@@ -24,16 +24,24 @@ Distances between centres: Euclidean in a shared projected CRS (in metres), else
 on lon/lat; tiles without a CRS compare only within their scene, in pixels (1 px taken as
 1 m, no ground scale being known), and are infinitely far from everything else.
 
-Modules: :mod:`antssl.search.places` (tiles, hits, distances, GeoJSON) and
-:mod:`antssl.search.index` (query vectors and :class:`SearchIndex`); everything public is
-importable from here.
+Modules (all of the project's search lives here; no Ray, no HTTP):
+
+- :mod:`antssl.search.places`: tiles, hits, distances, GeoJSON;
+- :mod:`antssl.search.exact`: query vectors, unit rows and :class:`SearchIndex`; its public
+  names are importable from this package;
+- :mod:`antssl.search.ann`: the faiss ANN index (IVF, HNSW), its file format, recall;
+- :mod:`antssl.search.manifest`: the index manifest and the store / embeddings versions;
+- :mod:`antssl.search.service`: :class:`~antssl.search.service.ServiceIndex`, one loaded
+  version of a workspace (catalog, embeddings, clusters, ANN index) and the queries the
+  service answers, used by the Serve app; the index stage (:mod:`antssl.stages.index`)
+  writes what it loads.
 """
 
-from antssl.search.index import Candidates, SearchIndex, query_vector, recall_at_k
+from antssl.errors import SearchError
+from antssl.search.exact import Candidates, SearchIndex, query_vector, recall_at_k, unit_rows
 from antssl.search.places import (
     EARTH_RADIUS_M,
     Hit,
-    SearchError,
     TileTable,
     haversine_m,
     tile_edges,
@@ -52,4 +60,5 @@ __all__ = [
     "recall_at_k",
     "tile_edges",
     "to_geojson",
+    "unit_rows",
 ]

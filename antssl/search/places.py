@@ -11,15 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from antssl.errors import AntsslError
+from antssl.errors import SearchError
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean Earth radius, metres
 _TILE_FIELDS = ("tile_id", "scene_id", "cluster", "lon", "lat", "x", "y", "crs", "size_m")
 _GEOJSON_PROPS = ("rank", "score", "tile_id", "scene_id", "cluster", "merged", "x", "y", "size_m")
-
-
-class SearchError(AntsslError, ValueError):
-    """A search request has a bad value (k, vectors, bbox, scenes, tile index, radius)."""
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,23 @@
 
 ``build_app(args)`` returns the bound application; ``serve run
 antssl.serve.app:build_app config=config.yaml`` and a RayService ``import_path``
-both use it. Endpoints (OpenAPI at /docs): ``POST /v1/embed``,
-``GET /v1/tiles/{tile_id}``, ``GET|POST /v1/similar``, ``GET /v1/clusters``,
-``POST /v1/reload``, ``GET /healthz``, ``GET /readyz``.
+both use it, and ``antssl serve`` (:func:`run_service`) runs it. Endpoints (OpenAPI at
+/docs): ``POST /v1/embed``, ``GET /v1/tiles/{tile_id}``, ``GET|POST /v1/similar``,
+``GET /v1/clusters``, ``POST /v1/reload``, ``GET /healthz``, ``GET /readyz``.
 
-By default the Api replica holds the search (catalog, embeddings, the ``antssl index``
+By default each Api replica holds the search (catalog, embeddings, the ``antssl index``
 ANN index) itself and answers on a worker thread: a request crosses the HTTP proxy and
 one replica, and only patches go on to the Embedder. ``search_in_ingress: false`` puts
 the search in its own deployment (one more hop, about 3-6 ms here: bench/RESULTS.md).
+Replicas and CPU shares are fitted to the cluster (:mod:`antssl.serve.fit`). Request
+bodies are bounded while they stream in and parsed on worker threads, so one upload
+never stalls the other requests (:mod:`antssl.serve.http`, :mod:`antssl.serve.payload`).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures.
 
 import asyncio
-import hmac
+import logging
 import os
 import threading
 import time
@@ -23,33 +26,148 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from antssl import ann
-from antssl.config import load_config
+from antssl.config import Config, ServeConfig, load_config
+from antssl.errors import BadRequest, StageOrderError
 from antssl.reader import BandStats
-from antssl.serve.errors import BadRequest, TooLarge, Unauthorized, status_of
-from antssl.serve.index import ServiceIndex
-from antssl.serve.payload import as_array, check_patch, parse_patch
-from antssl.serve.schemas import ServeArgs, SimilarRequest
+from antssl.search import ann
+from antssl.search.service import ServiceIndex
+from antssl.serve import fit, http
+from antssl.serve.errors import RETRY_AFTER_S
+from antssl.serve.payload import (
+    as_array,
+    check_patch,
+    describe,
+    kind_of,
+    parse_json,
+    parse_patch,
+)
+from antssl.serve.schemas import (
+    EXAMPLE_LAT,
+    EXAMPLE_LON,
+    EXAMPLE_TILE,
+    GEOJSON,
+    Embedding,
+    EmbedRequest,
+    ErrorBody,
+    Health,
+    Ready,
+    Reloaded,
+    ServeArgs,
+    SimilarRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _config(args: ServeArgs) -> Config:
+    return load_config(args.config, {"workspace": args.workspace} if args.workspace else None)
+
+
+class GeoJSONResponse(JSONResponse):
+    media_type = GEOJSON
+
+
+_DESCRIPTIONS = {
+    401: "A bearer token is required (auth on) and was missing or wrong.",
+    404: "The tile, place or route does not exist.",
+    413: "The body is larger than the service accepts (max_body_bytes).",
+    422: "A field has a bad value; `detail` names it.",
+    500: "Internal error (logged with a traceback under the request id).",
+    503: "Starting, reloading or overloaded: retry after Retry-After seconds.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in (*codes, 500, 503):
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
+        if code == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        if code == 401:
+            entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        out[code] = entry
+    return out
+
+
+def _geojson(kind: str, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": {"type": {"const": kind}}}
+    return {"content": {GEOJSON: {"schema": schema}}, "description": f"A GeoJSON {kind}."}
+
+
+def _binary_body(model: type, examples: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI requestBody: JSON (``model``), a .npy array or a GeoTIFF."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
+                    "examples": examples,
+                },
+                "application/octet-stream": {
+                    **binary,
+                    "description": "One .npy array (bands × H × W, numeric dtype).",
+                },
+                "image/tiff": {**binary, "description": "A GeoTIFF of bands × H × W pixels."},
+            },
+        }
+    }
+
 
 api = FastAPI(
     title="antssl",
     description="Analogue regions along Antarctica's coasts: embed a tile, find where else "
-    "looks like it. Results are GeoJSON (RFC 7946, EPSG:4326).",
+    "looks like it. Results are GeoJSON (RFC 7946, EPSG:4326). Every error answers "
+    "`{detail, code, request_id}`. With auth on, send `Authorization: Bearer <token>`; "
+    "/v1/reload takes the admin token when one is set.",
     version="0.1.0",
 )
 
 
-@api.exception_handler(Exception)
-async def _errors(request: Request, err: Exception) -> JSONResponse:
-    code = status_of(err)
-    detail = str(err) if code < 500 else f"internal error: {type(err).__name__}"
-    return JSONResponse({"detail": detail}, status_code=code)
+def _serve_request_id() -> str | None:
+    """Ray Serve's id of the request being handled (also its X-Request-ID header)."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        return _get_serve_request_context().request_id or None
+    except Exception:  # noqa: BLE001 - a private API: a fresh id when it moves
+        return None
+
+
+http.install(api, (BackPressureError, DeploymentUnavailableError), _serve_request_id)
+_bearer = HTTPBearer(auto_error=False, description="ANTSSL_API_TOKEN (admin: ANTSSL_ADMIN_TOKEN)")
+_AUTH = [Security(_bearer)]
+
+
+def _register_models(app: FastAPI) -> None:
+    """Put the body models referenced by the hand-written request bodies into components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (EmbedRequest, SimilarRequest):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in js.pop("$defs", {}).items():
+                    comps.setdefault(name, sub)
+                comps[model.__name__] = js
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_register_models(api)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
@@ -57,10 +175,11 @@ class Embedder:
     """The checkpoint, loaded once; dynamic batching of single patches."""
 
     def __init__(self, args: ServeArgs) -> None:
-        from antssl.train import load_encoder
+        from antssl.encoder import load_encoder
 
         config = _config(args)
-        device = "cuda" if args.num_gpus and torch.cuda.is_available() else "cpu"
+        settings = args.settings(config)
+        device = "cuda" if settings.num_gpus and torch.cuda.is_available() else "cpu"
         self.model, meta = load_encoder(config, device=device)
         self.device = torch.device(device)
         self.stats = BandStats(**meta["stats"])
@@ -70,7 +189,7 @@ class Embedder:
             "dim": int(meta["spec"]["embed_dim"]),
             "step": int(meta["step"]),
         }
-        self.embed_batch.set_max_batch_size(args.embed_batch_size)
+        self.embed_batch.set_max_batch_size(settings.embed_batch_size)
 
     def spec(self) -> dict[str, int]:
         return self.info
@@ -91,13 +210,15 @@ class Embedder:
 
 class Searcher:
     """The catalog, the Zarr embeddings and the ANN index in memory (a :class:`ServiceIndex`),
-    reloaded when the store or the index changes. Held by the Api replica itself
-    (``search_in_ingress``, one hop less) or by the Search deployment."""
+    reloaded when the store or the index changes. Held by each Api replica itself
+    (``search_in_ingress``, one hop less) or by the Search deployment. With several
+    replicas, ``/v1/reload`` reloads the replica it reaches; the others follow on their
+    next request after ``reload_check_s``."""
 
-    def __init__(self, args: ServeArgs) -> None:
-        self.args = args
+    def __init__(self, args: ServeArgs, search_cpus: float = 1.0) -> None:
         self.config = _config(args)
-        ann.set_threads(max(1, int(args.search_cpus)))  # one query at a time per thread
+        self.settings = args.settings(self.config)
+        ann.set_threads(max(1, int(search_cpus)))  # one query at a time per thread
         self.index = ServiceIndex.load(self.config)
         self.checked = time.monotonic()
         self.lock = threading.Lock()
@@ -117,10 +238,12 @@ class Searcher:
         }
 
     def _maybe_reload(self) -> None:
-        if self.args.reload_check_s and time.monotonic() - self.checked > self.args.reload_check_s:
+        every = self.settings.reload_check_s
+        if every and time.monotonic() - self.checked > every:
             self.reload(force=False)
 
     def status(self) -> dict[str, Any]:
+        self._maybe_reload()
         info = self.index.ann_info
         return {
             "tiles": len(self.index.search),
@@ -132,9 +255,11 @@ class Searcher:
         }
 
     def tile(self, tile_id: str) -> dict[str, Any]:
+        self._maybe_reload()
         return self.index.feature(tile_id)
 
     def clusters(self) -> dict[str, Any]:
+        self._maybe_reload()
         return self.index.clusters()
 
     def similar(self, query: dict[str, Any], vector: np.ndarray | None = None) -> dict[str, Any]:
@@ -148,7 +273,28 @@ class Search(Searcher):
     the ingress, at the cost of one more hop per request."""
 
 
-@serve.deployment(max_ongoing_requests=64, max_queued_requests=128)
+def _bbox(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not all(np.isfinite(box)):
+        raise BadRequest(f"bbox: {text!r} must be lon_min,lat_min,lon_max,lat_max")
+    return box
+
+
+_QUERY_KEYS = {"k", "exclude_radius_km", "bbox", "scene", "include_self", "distinct"}
+
+
+@serve.deployment(
+    max_ongoing_requests=64,
+    max_queued_requests=128,
+    health_check_period_s=5,
+    health_check_timeout_s=10,
+    graceful_shutdown_timeout_s=5,
+)
 @serve.ingress(api)
 class Api:
     """HTTP ingress: validation, size limits, auth, then the embedder and the search."""
@@ -158,18 +304,29 @@ class Api:
         embedder: DeploymentHandle,
         searcher: DeploymentHandle | None,
         args: ServeArgs,
-        token: str | None,
+        tokens: dict[str, str | None],
+        search_cpus: float = 1.0,
     ) -> None:
-        self.embedder, self.searcher, self.args, self.token = embedder, searcher, args, token
-        self.local = Searcher(args) if searcher is None else None
+        config = _config(args)
+        self.args = args.settings(config)
+        http.configure_logging(self.args.access_log, self.args.cors_origins)
+        self.embedder, self.searcher = embedder, searcher
+        self.token, self.admin = tokens.get("read"), tokens.get("admin")
+        self.local = Searcher(args, search_cpus) if searcher is None else None
         self.spec: dict[str, int] | None = None
+
+    def check_health(self) -> None:
+        """Serve's health check: the replica holds a loaded search (or a handle to one)."""
+        if self.local is None and self.searcher is None:
+            raise StageOrderError("no search loaded")
 
     async def _search(self, method: str, *a: Any) -> Any:
         """``Searcher.<method>(*a)``: in this replica (on a worker thread, so the event loop
         keeps serving) or on the Search deployment."""
         if self.local is not None:
             return await asyncio.to_thread(getattr(self.local, method), *a)
-        assert self.searcher is not None  # one of the two is set in __init__
+        if self.searcher is None:
+            raise StageOrderError("no search loaded")
         return await getattr(self.searcher, method).remote(*a)
 
     async def _model_spec(self) -> dict[str, int]:
@@ -178,157 +335,328 @@ class Api:
         return self.spec
 
     def _auth(self, request: Request) -> None:
-        if not self.token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            raise Unauthorized("authorization: a valid 'Bearer <token>' header is required")
+        http.check_token(request, self.token, self.admin)
 
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.args.max_body_bytes:
-            raise TooLarge(f"body: {declared} bytes; the limit is {self.args.max_body_bytes}")
-        body = await request.body()
-        if len(body) > self.args.max_body_bytes:
-            raise TooLarge(f"body: {len(body)} bytes; the limit is {self.args.max_body_bytes}")
-        if not body:
-            raise BadRequest("body: empty")
-        return body
+    async def _embed(self, patch: np.ndarray) -> np.ndarray:
+        return await self.embedder.remote(patch)
 
-    async def _embed(self, patch: np.ndarray, field: str = "pixels") -> np.ndarray:
+    async def _patch(self, request: Request, body: bytes, pixels: Any = None) -> np.ndarray:
+        """The checked patch of a binary body (or of a JSON ``pixels`` value), parsed on a
+        worker thread against the model's bands and tile size."""
         spec = await self._model_spec()
-        return await self.embedder.remote(check_patch(patch, spec["bands"], spec["size"], field))
+        bands, size = spec["bands"], spec["size"]
+        if pixels is not None:
+            return await asyncio.to_thread(
+                lambda: check_patch(as_array(pixels, "pixels"), bands, size, "pixels")
+            )
+        ctype = request.headers.get("content-type", "")
+        return await asyncio.to_thread(parse_patch, body, ctype, bands, size)
 
     def _k(self, k: int) -> int:
         if k <= 0 or k > self.args.max_k:
             raise BadRequest(f"k: {k} must be between 1 and {self.args.max_k}")
         return k
 
-    @api.get("/healthz")
+    @api.get("/healthz", response_model=Health, summary="Liveness (public)")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz")
-    async def readyz(self) -> dict[str, Any]:
-        status = await self._search("status")
-        return {"status": "ready", **status, "model": await self._model_spec()}
+    @api.get(
+        "/readyz",
+        response_model=Ready,
+        summary="Readiness: status for everyone, details with a token",
+        responses=_errors(),
+        dependencies=_AUTH,
+    )
+    async def readyz(self, request: Request) -> Any:
+        try:
+            status = await self._search("status")
+            model = await self._model_spec()
+        except Exception as err:  # noqa: BLE001 - any failure here means "not ready"
+            log.warning("readyz: not ready (%s)", err)
+            return JSONResponse(
+                {"status": "not_ready"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        tokens = [t for t in (self.token, self.admin) if t]
+        given = http.bearer(request)
+        if tokens and given not in tokens:
+            return {"status": "ready"}
+        return {"status": "ready", **status, "model": model}
 
-    @api.post("/v1/embed")
+    @api.post(
+        "/v1/embed",
+        response_model=Embedding,
+        summary="Embed one patch (JSON pixels, .npy or GeoTIFF)",
+        responses=_errors(401, 413, 422),
+        dependencies=_AUTH,
+        openapi_extra=_binary_body(EmbedRequest, {}),
+    )
     async def embed(self, request: Request) -> dict[str, Any]:
-        """Embed one patch (bands × H × W) sent as JSON ``{"pixels": …}``, .npy or GeoTIFF."""
+        """Embed one patch (bands × H × W, raw scene values) sent as JSON ``{"pixels": …}``,
+        a .npy array (``application/octet-stream``) or a GeoTIFF (``image/tiff``)."""
         self._auth(request)
-        body = await self._body(request)
-        z = await self._embed(parse_patch(body, request.headers.get("content-type", "")))
+        kind = kind_of(request.headers.get("content-type", ""))
+        body = await http.read_body(request, self.args.max_body_bytes)
+        if kind == "json":
+            req = await asyncio.to_thread(parse_json, body, EmbedRequest)
+            patch = await self._patch(request, body, req.pixels)
+        else:
+            patch = await self._patch(request, body)
+        z = await self._embed(patch)
         return {"embedding": [float(v) for v in z], "dim": len(z)}
 
-    @api.get("/v1/tiles/{tile_id:path}")
-    async def tile(self, tile_id: str, request: Request) -> dict[str, Any]:
-        """One tile of the catalog as a GeoJSON Feature (footprint polygon)."""
+    @api.get(
+        "/v1/tiles/{tile_id:path}",
+        response_class=GeoJSONResponse,
+        summary="One tile as a GeoJSON Feature",
+        responses={200: _geojson("Feature"), **_errors(401, 404, 422)},
+        dependencies=_AUTH,
+    )
+    async def tile(self, tile_id: str, request: Request) -> GeoJSONResponse:
+        """One tile of the catalog as a GeoJSON Feature (footprint polygon, EPSG:4326)."""
         self._auth(request)
-        return await self._search("tile", tile_id)
+        return GeoJSONResponse(await self._search("tile", tile_id))
 
-    @api.get("/v1/similar")
+    @api.get(
+        "/v1/similar",
+        response_class=GeoJSONResponse,
+        summary="Analogue places of a tile or a point",
+        responses={200: _geojson("FeatureCollection"), **_errors(401, 404, 422)},
+        dependencies=_AUTH,
+    )
     async def similar_get(
         self,
         request: Request,
-        tile_id: str | None = None,
-        lon: float | None = None,
-        lat: float | None = None,
-        k: int = 10,
-        exclude_radius_km: float = Query(0.0, ge=0),
-        bbox: str | None = None,
-        scene: list[str] | None = Query(None),
+        tile_id: str | None = Query(None, min_length=1, examples=[EXAMPLE_TILE]),
+        lon: float | None = Query(None, ge=-180, le=180, examples=[EXAMPLE_LON]),
+        lat: float | None = Query(None, ge=-90, le=90, examples=[EXAMPLE_LAT]),
+        k: int = Query(10, description="Number of places (1 … max_k)."),
+        exclude_radius_km: float = Query(0.0, ge=0, allow_inf_nan=False),
+        bbox: str | None = Query(None, description="lon_min,lat_min,lon_max,lat_max"),
+        scene: list[str] | None = Query(None, description="Only these scene ids (repeat)."),
         include_self: bool = False,
         distinct: bool = True,
-    ) -> dict[str, Any]:
+    ) -> GeoJSONResponse:
         """Analogue places of a tile (``tile_id``) or of the tile under ``lon``/``lat``."""
         self._auth(request)
         if (tile_id is None) == (lon is None or lat is None):
             raise BadRequest("tile_id or lon+lat: give exactly one way to name the query tile")
-        box = None
-        if bbox is not None:
-            try:
-                box = [float(v) for v in bbox.split(",")]
-            except ValueError:
-                raise BadRequest(
-                    f"bbox: {bbox!r} must be lon_min,lat_min,lon_max,lat_max"
-                ) from None
+        if tile_id is not None and (lon is not None or lat is not None):
+            raise BadRequest("tile_id or lon+lat: give one of them, not both")
         query = {
             "tile_ids": [tile_id] if tile_id else None,
             "lon": lon,
             "lat": lat,
             "k": self._k(k),
             "exclude_radius_km": exclude_radius_km,
-            "bbox": box,
+            "bbox": _bbox(bbox),
             "scenes": scene,
             "include_self": include_self,
             "distinct": distinct,
         }
-        return await self._search("similar", query)
+        return GeoJSONResponse(await self._search("similar", query))
 
-    @api.post("/v1/similar")
-    async def similar_post(self, request: Request) -> dict[str, Any]:
+    @api.post(
+        "/v1/similar",
+        response_class=GeoJSONResponse,
+        summary="Analogue places of example tiles (JSON) or of a patch (JSON, .npy, GeoTIFF)",
+        responses={200: _geojson("FeatureCollection"), **_errors(401, 404, 413, 422)},
+        dependencies=_AUTH,
+        openapi_extra=_binary_body(
+            SimilarRequest,
+            {
+                "tiles": {
+                    "summary": "Several example tiles, one negative",
+                    "value": SimilarRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                }
+            },
+        ),
+    )
+    async def similar_post(
+        self,
+        request: Request,
+        k: int | None = Query(None, description="Binary bodies only (JSON: in the body)."),
+        exclude_radius_km: float | None = Query(None, ge=0, allow_inf_nan=False),
+        bbox: str | None = Query(None, description="Binary bodies only."),
+        scene: list[str] | None = Query(None, description="Binary bodies only."),
+        include_self: bool | None = Query(None),
+        distinct: bool | None = Query(None),
+    ) -> GeoJSONResponse:
         """Analogue places of several example tiles (``tile_ids``, optional ``negatives``) or
-        of an uploaded patch (``pixels`` in JSON, or a .npy / GeoTIFF body with query args)."""
+        of a patch: ``pixels`` in a JSON body, or a .npy / GeoTIFF body with the query
+        arguments in the URL. A JSON body carries its arguments itself (URL ones: 422)."""
         self._auth(request)
-        body = await self._body(request)
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "application/json":
-            try:
-                req = SimilarRequest.model_validate_json(body)
-            except ValidationError as err:
-                first = err.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "body"
-                raise BadRequest(f"{field}: {first['msg']}") from None
+        kind = kind_of(request.headers.get("content-type", ""))
+        unknown = set(request.query_params) - _QUERY_KEYS
+        if unknown:
+            raise BadRequest(f"{sorted(unknown)[0]}: unknown query argument")
+        body = await http.read_body(request, self.args.max_body_bytes)
+        if kind == "json":
+            if request.query_params:
+                name = next(iter(request.query_params))
+                raise BadRequest(f"{name}: with a JSON body, give the arguments in the body")
+            req = await asyncio.to_thread(parse_json, body, SimilarRequest)
         else:
-            req = SimilarRequest(**{k: v for k, v in request.query_params.items() if k == "k"})
-            req = req.model_copy(update={"pixels": None})
+            given = {
+                "k": k,
+                "exclude_radius_km": exclude_radius_km,
+                "bbox": _bbox(bbox),
+                "scenes": scene,
+                "include_self": include_self,
+                "distinct": distinct,
+            }
+            try:
+                req = SimilarRequest.model_validate(
+                    {n: v for n, v in given.items() if v is not None}
+                )
+            except ValidationError as err:
+                raise BadRequest(describe(err.errors(include_url=False))) from None
         self._k(req.k)
-        vector = None
-        if ctype != "application/json":
-            vector = await self._embed(parse_patch(body, ctype))
-        elif req.pixels is not None:
-            if req.tile_ids:
+        query = req.model_dump(exclude={"pixels"})
+        if kind != "json":
+            return GeoJSONResponse(
+                await self._search("similar", query, await self._vector(request, body))
+            )
+        if req.pixels is not None:
+            if req.tile_ids or req.negatives:
                 raise BadRequest("pixels and tile_ids: give one of them, not both")
-            vector = await self._embed(as_array(req.pixels, "pixels"))
-        elif not req.tile_ids:
+            vector = await self._embed(await self._patch(request, body, req.pixels))
+            return GeoJSONResponse(await self._search("similar", query, vector))
+        if not req.tile_ids:
             raise BadRequest("tile_ids or pixels: one of them is required")
-        elif len(req.tile_ids) + len(req.negatives) > self.args.max_examples:
+        if len(req.tile_ids) + len(req.negatives) > self.args.max_examples:
             raise BadRequest(f"tile_ids: at most {self.args.max_examples} examples per query")
-        return await self._search("similar", req.model_dump(exclude={"pixels"}), vector)
+        return GeoJSONResponse(await self._search("similar", query))
 
-    @api.get("/v1/clusters")
+    async def _vector(self, request: Request, body: bytes) -> np.ndarray:
+        return await self._embed(await self._patch(request, body))
+
+    @api.get(
+        "/v1/clusters",
+        summary="Cluster sizes and exemplar tiles",
+        responses=_errors(401, 404),
+        dependencies=_AUTH,
+    )
     async def clusters(self, request: Request) -> dict[str, Any]:
         """Size, scene shares and exemplar tiles of each cluster."""
         self._auth(request)
         return await self._search("clusters")
 
-    @api.post("/v1/reload")
+    @api.post(
+        "/v1/reload",
+        response_model=Reloaded,
+        summary="Load a new store version or index (admin token)",
+        responses=_errors(401),
+        dependencies=_AUTH,
+    )
     async def reload(self, request: Request) -> dict[str, Any]:
-        """Load a new version of the store (e.g. after new coastlines were embedded)."""
-        self._auth(request)
+        """Load a new version of the store (e.g. after new coastlines were embedded). Takes
+        the admin token when one is set (else the read token, when auth is on)."""
+        http.check_token(request, self.admin or self.token, what="/v1/reload")
         return await self._search("reload", False)
 
 
-def _config(args: ServeArgs):
-    return load_config(args.config, {"workspace": args.workspace} if args.workspace else None)
+def _cluster_resources() -> tuple[float | None, float | None]:
+    """CPUs and GPUs Ray reports for the whole cluster (None, None without Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None, None
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
+
+
+def plan_for(args: ServeArgs | dict[str, Any]) -> tuple[ServeArgs, ServeConfig, fit.Plan]:
+    """The parsed args, the effective serve settings and the resource plan."""
+    if not isinstance(args, ServeArgs):
+        args = ServeArgs.model_validate(args)
+    settings = args.settings(_config(args))  # a bad config fails here, before any replica
+    cpus, gpus = _cluster_resources()
+    return args, settings, fit.plan(settings, cpus, gpus)
 
 
 def build_app(args: ServeArgs | dict[str, Any]) -> Any:
     """The bound Serve application (``serve run antssl.serve.app:build_app config=…``)."""
-    if not isinstance(args, ServeArgs):
-        args = ServeArgs.model_validate(args)
-    _config(args)  # a bad config fails here, before any replica starts
-    token = os.environ.get(args.auth_token_env) or None
+    args, s, p = plan_for(args)
+    log.info("antssl serve: %s", p.describe())
+    tokens = {
+        "read": os.environ.get(s.auth_token_env) or None,
+        "admin": os.environ.get(s.admin_token_env) or None,
+    }
+    logging_config = {"enable_access_log": s.access_log}
     embedder = Embedder.options(
-        ray_actor_options={"num_cpus": args.embedder_cpus, "num_gpus": args.num_gpus}
+        ray_actor_options={"num_cpus": p.embedder_cpus, "num_gpus": p.num_gpus},
+        logging_config=logging_config,
     ).bind(args)
     searcher = None
-    ingress_cpus = args.ingress_cpus + (args.search_cpus if args.search_in_ingress else 0)
-    if not args.search_in_ingress:
-        searcher = Search.options(ray_actor_options={"num_cpus": args.search_cpus}).bind(args)
+    if p.search_replica_cpus is not None:
+        searcher = Search.options(
+            ray_actor_options={"num_cpus": p.search_replica_cpus}, logging_config=logging_config
+        ).bind(args, p.search_cpus)
     return Api.options(
-        max_ongoing_requests=args.max_ongoing_requests,
-        max_queued_requests=args.max_queued_requests,
-        ray_actor_options={"num_cpus": ingress_cpus},
-    ).bind(embedder, searcher, args, token)
+        num_replicas=p.replicas,
+        max_ongoing_requests=s.max_ongoing_requests,
+        max_queued_requests=s.max_queued_requests,
+        ray_actor_options={"num_cpus": p.api_cpus},
+        logging_config=logging_config,
+    ).bind(embedder, searcher, args, tokens, p.search_cpus)
+
+
+def run_service(
+    config: Config,
+    serve_args: dict[str, Any],
+    on_ready: Any = None,
+    ready_timeout_s: float = 180.0,
+) -> None:
+    """``antssl serve``: start Ray (local, or RAY_ADDRESS) and the app; block until Ctrl-C
+    or SIGTERM. Fails with a ConfigError naming the shortfall when the service cannot fit
+    the cluster, or when it is not running after ``ready_timeout_s``."""
+    import signal
+
+    from antssl.runtime import ensure_ray
+
+    ensure_ray(config)
+    args, s, p = plan_for(serve_args)
+    log.info("antssl serve: %s on %s:%s", p.describe(), s.host, s.port)
+    serve.start(
+        http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s}
+    )
+
+    def _stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        serve._run(build_app(args), name="antssl", route_prefix="/", _blocking=False)
+        _wait_running("antssl", ready_timeout_s)
+        if on_ready is not None:
+            on_ready(f"http://{s.host}:{s.port}")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+def _wait_running(name: str, timeout_s: float) -> None:
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(name)
+        if app is not None and app.status == ApplicationStatus.RUNNING:
+            return
+        if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise StageOrderError(f"the service failed to start: {app.message}")
+        if time.monotonic() > deadline:
+            waiting = (
+                {d: v.message or str(v.status) for d, v in app.deployments.items()} if app else {}
+            )
+            raise StageOrderError(
+                f"the service is not running after {timeout_s:.0f} s ({waiting}); replicas "
+                "waiting for resources: lower --replicas or the --*-cpus options"
+            )
+        time.sleep(0.5)

@@ -1,26 +1,43 @@
-"""The one table mapping errors to HTTP status codes (domain code never imports HTTP)."""
+"""The one table mapping errors to HTTP status codes (domain code never imports HTTP).
+
+Every error class lives in :mod:`antssl.errors`; each one is in this table (a test
+checks), so no error antssl raises on purpose answers 500. :data:`CODES` gives each a
+machine-readable ``code`` for the one error body shape (``detail``, ``code``,
+``request_id``: :class:`antssl.serve.schemas.ErrorBody`).
+"""
 
 from __future__ import annotations
 
-from antssl.errors import AntsslError, ConfigError, StageOrderError, StorageError
-from antssl.search import SearchError
+from antssl.errors import (
+    AnnError,
+    BadRequest,
+    ClusterError,
+    ConfigError,
+    EmptyResultError,
+    EvaluationError,
+    MaskError,
+    NotFound,
+    SceneError,
+    SceneReadError,
+    SearchError,
+    ServiceError,
+    StageOrderError,
+    StorageError,
+    TooLarge,
+    TrainingDivergedError,
+    Unauthorized,
+)
 
-
-class BadRequest(AntsslError, ValueError):
-    """The request is malformed (body, field types, shapes); the message names the field."""
-
-
-class NotFound(AntsslError, LookupError):
-    """The request names a tile or place that does not exist."""
-
-
-class TooLarge(AntsslError, ValueError):
-    """The request body is larger than the service accepts."""
-
-
-class Unauthorized(AntsslError, PermissionError):
-    """A bearer token is required and was missing or wrong."""
-
+__all__ = [
+    "CODES",
+    "STATUS",
+    "BadRequest",
+    "NotFound",
+    "TooLarge",
+    "Unauthorized",
+    "code_of",
+    "status_of",
+]
 
 STATUS: list[tuple[type[BaseException], int]] = [
     (Unauthorized, 401),
@@ -28,10 +45,70 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (TooLarge, 413),
     (BadRequest, 422),
     (SearchError, 422),
+    (AnnError, 422),
     (ConfigError, 422),
+    (EvaluationError, 422),
+    (SceneError, 422),
+    (MaskError, 422),
+    (EmptyResultError, 422),
     (StageOrderError, 503),
     (StorageError, 503),
+    (SceneReadError, 503),
+    (ClusterError, 503),
+    (TrainingDivergedError, 503),
+    (ServiceError, 502),
 ]
+
+
+CODES: dict[type[BaseException], str] = {
+    Unauthorized: "unauthorized",
+    NotFound: "not_found",
+    TooLarge: "payload_too_large",
+    BadRequest: "invalid_request",
+    SearchError: "invalid_query",
+    AnnError: "invalid_query",
+    ConfigError: "invalid_config",
+    EvaluationError: "invalid_request",
+    SceneError: "invalid_request",
+    MaskError: "invalid_request",
+    EmptyResultError: "empty_result",
+    StageOrderError: "not_ready",
+    StorageError: "storage_unavailable",
+    SceneReadError: "storage_unavailable",
+    ClusterError: "cluster_unavailable",
+    TrainingDivergedError: "not_ready",
+    ServiceError: "upstream_error",
+}
+"""The ``code`` of each error class (the nearest class in the MRO that is listed)."""
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "unavailable",
+    504: "timeout",
+}
+"""The ``code`` of a status raised by the web framework itself (no route, bad method)."""
+
+RETRY_AFTER_S = 5
+"""The ``Retry-After`` of every 503: the service is starting, reloading or overloaded."""
+
+
+def code_of(err: BaseException) -> str:
+    """The machine-readable ``code`` of an error (``internal_error`` when unknown)."""
+    for kind in type(err).__mro__:
+        if kind in CODES:
+            return CODES[kind]
+    return HTTP_CODES.get(status_of(err), "internal_error")
 
 
 def status_of(err: BaseException) -> int:

@@ -1,57 +1,130 @@
-"""Request and argument models of the service (pydantic v2)."""
+"""Request, response and argument models of the service (pydantic v2).
+
+The examples name tiles of the demo data (``make demo``: three sample scenes), so the
+"Try it out" buttons at /docs work on it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from antssl.config import Config, ServeConfig
 
-class ServeArgs(BaseModel):
-    """Arguments of :func:`antssl.serve.app.build_app` (``serve run … config=…``)."""
+EXAMPLE_TILE = "scene_000/256/128"
+"""A tile of the demo data (used by the README and the OpenAPI examples)."""
+EXAMPLE_TILES: list[Any] = ["scene_000/256/128", "scene_001/192/384"]
+EXAMPLE_NEGATIVE = "scene_002/96/64"
+EXAMPLE_LON, EXAMPLE_LAT = 82.693, -66.7416
 
-    model_config = ConfigDict(extra="forbid")
+
+class ServeArgs(ServeConfig):
+    """Arguments of :func:`antssl.serve.app.build_app` (``serve run … config=…``): the
+    config file, and any key of its ``serve`` section to override."""
 
     config: str = Field(..., description="Path of the antssl YAML config the stages ran with.")
     workspace: str | None = Field(None, description="Override the config's workspace URI.")
-    max_k: int = Field(100, ge=1, le=10_000, description="Largest k a request may ask for.")
-    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted.")
-    max_examples: int = Field(50, ge=1, description="Most example tiles in one query.")
-    max_ongoing_requests: int = Field(64, ge=1, description="Concurrent requests per replica.")
-    max_queued_requests: int = Field(128, ge=0, description="Queued beyond that, then 503.")
-    embed_batch_size: int = Field(32, ge=1, description="Dynamic batch size of the embedder.")
-    num_gpus: float = Field(0, ge=0, description="GPUs for the embedder replica.")
-    embedder_cpus: float = Field(1.0, gt=0, description="CPUs for the embedder replica.")
-    search_cpus: float = Field(
-        1.0, gt=0, description="CPUs for the search (added to the ingress's when it holds it)."
-    )
-    search_in_ingress: bool = Field(
-        True,
-        description="Search inside the HTTP ingress replica (one Serve hop less per request; "
-        "each ingress replica holds the embeddings and ANN index in memory), else in a "
-        "separate Search deployment.",
-    )
-    ingress_cpus: float = Field(0.25, gt=0, description="CPUs for the HTTP ingress replica.")
-    auth_token_env: str = Field(
-        "ANTSSL_API_TOKEN",
-        description="Environment variable holding the bearer token; auth is off when unset.",
-    )
-    reload_check_s: float = Field(
-        30.0, ge=0, description="How often a request may check the store for a new version."
+
+    def settings(self, config: Config) -> ServeConfig:
+        """The config's ``serve`` section with the keys given here laid over it."""
+        given = self.model_dump(include=self.model_fields_set - {"config", "workspace"})
+        return ServeConfig.model_validate({**config.serve.model_dump(), **given})
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (4xx and 5xx) has this body."""
+
+    detail: str = Field(..., description="What was wrong, naming the field and the fix.")
+    code: str = Field(..., description="Machine-readable kind, e.g. invalid_request, not_found.")
+    request_id: str = Field(..., description="Also in the X-Request-ID header and the logs.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "k: 0 must be between 1 and 100",
+                    "code": "invalid_request",
+                    "request_id": "5b1d0c4e-…",
+                }
+            ]
+        }
     )
 
 
-class SimilarRequest(BaseModel):
-    """Body of ``POST /v1/similar``: several example tiles, or an uploaded patch."""
+class QueryArgs(BaseModel):
+    """The query arguments shared by every way of asking for similar places."""
 
     model_config = ConfigDict(extra="forbid")
 
+    k: int = Field(10, description="Number of analogue places to return (1 … max_k).")
+    exclude_radius_km: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Leave out tiles this close to the query."
+    )
+    bbox: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="lon_min, lat_min, lon_max, lat_max (EPSG:4326).",
+    )
+    scenes: list[str] | None = Field(None, description="Only these scene ids.")
+    include_self: bool = Field(False, description="Rank the example tiles themselves first.")
+    distinct: bool = Field(True, description="Distinct places, not overlapping copies of one.")
+
+
+class SimilarRequest(QueryArgs):
+    """Body of ``POST /v1/similar`` (JSON): several example tiles, or a patch."""
+
     tile_ids: list[str] | None = Field(None, description="Positive example tile ids.")
     negatives: list[str] = Field(default_factory=list, description="Negative example tile ids.")
-    pixels: list[Any] | None = Field(None, description="A patch, bands × H × W, raw scene values.")
-    k: int = Field(10, description="Number of analogue places to return.")
-    exclude_radius_km: float = Field(0.0, ge=0)
-    bbox: list[float] | None = Field(None, description="lon_min, lat_min, lon_max, lat_max.")
-    scenes: list[str] | None = None
-    include_self: bool = False
-    distinct: bool = True
+    pixels: list[Any] | None = Field(
+        None, description="A patch, bands × H × W nested lists of raw scene values."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tile_ids": EXAMPLE_TILES, "negatives": [EXAMPLE_NEGATIVE], "k": 5},
+                {"tile_ids": [EXAMPLE_TILE], "k": 5, "exclude_radius_km": 20},
+            ]
+        },
+    )
+
+
+class EmbedRequest(BaseModel):
+    """Body of ``POST /v1/embed`` (JSON)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"pixels": [[[0.0] * 2] * 2] * 3}]},
+    )
+
+    pixels: list[Any] = Field(..., description="bands × H × W nested lists of raw scene values.")
+
+
+class Embedding(BaseModel):
+    embedding: list[float]
+    dim: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """``/readyz``: ``status`` for everyone; the rest with a token (when auth is on)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready", "not_ready"]
+
+
+class Reloaded(BaseModel):
+    version: str
+    reloaded: bool
+    tiles: int
+    search: str
+
+
+GEOJSON = "application/geo+json"

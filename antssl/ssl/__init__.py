@@ -26,6 +26,7 @@ from antssl.ssl.objectives import (
 )
 from antssl.ssl.step import augment_config, forward_step, lr_lambda
 from antssl.ssl.texture import texture_loss, texture_target_dim, texture_targets
+from antssl.ssl.whiten import Whitening, fit_whitening
 
 __all__ = [
     "BACKBONES",
@@ -37,6 +38,7 @@ __all__ = [
     "SSLModel",
     "SimCLRLoss",
     "VICRegLoss",
+    "Whitening",
     "all_gather_sizes",
     "all_reduce_mean",
     "augment_config",
@@ -44,6 +46,7 @@ __all__ = [
     "build_model",
     "build_model_from_spec",
     "build_objective",
+    "fit_whitening",
     "forward_step",
     "gather_with_grad",
     "is_distributed",

@@ -6,8 +6,17 @@ parameters. A nadir view has no "up", so the 8 dihedral images (90° rotations
 and flips) are all plausible; there is no hue jitter (bands are not RGB).
 
 Pipeline (SimCLR's recipe, Chen et al. 2020, adapted to multi-band rasters):
-dihedral -> random resized crop -> brightness/contrast jitter -> gaussian blur
--> gaussian noise -> band dropout.
+dihedral -> random resized crop -> [resolution -> haze -> illumination -> stretch ->
+striping] -> brightness/contrast jitter -> gaussian blur -> gaussian noise -> band dropout.
+
+The bracketed ops model what differs between scenes of one coast rather than between
+surfaces (acquisition nuisances): a coarser pixel size, a haze veil, an illumination
+gradient with low-frequency shading, a per-band gain/offset/gamma stretch and detector
+striping. A scene's tiles share its nuisances, so an encoder trained without them can
+solve instance discrimination by recognising the scene (the "scene shortcut" of
+docs/evaluation.md); drawing them independently per view makes them something to be
+invariant to. All are off by default (probability 0), so existing recipes, checkpoints
+and seeds are unchanged; an op that is off draws no random numbers.
 
 Randomness comes from an explicit :class:`torch.Generator` (or an int seed), so
 a view is reproducible. Random numbers are drawn on the generator's device and
@@ -50,6 +59,29 @@ class AugmentConfig:
         noise_prob: probability of additive gaussian noise.
         noise_std: the noise's std is drawn from U[0, noise_std].
         band_drop_prob: probability of zeroing one random band (only when C > 1).
+        resolution_prob: probability of a coarser pixel size: the tile is resampled to
+            ``H / f`` px (area average) and back (bilinear), f drawn from
+            U[1, resolution_max] (e.g. 2: 30 m pixels seen as 60 m).
+        resolution_max: the largest factor f (>= 1).
+        haze_prob: probability of a haze veil ``(1 - t) x + t v``: t = ``haze`` times a
+            per-sample U[0, 1] draw, modulated by a smooth field in [0.5, 1]; the veil v
+            is each band's tile maximum plus U[0, 0.5], and each band gets its own share
+            U[0.5, 1] of t (haze is spectrally uneven).
+        haze: the largest blend weight t, in [0, 1).
+        gradient_prob: probability of an additive illumination field, the same for every
+            band: a linear ramp of peak-to-peak amplitude U[0, gradient] in a random
+            direction plus low-frequency shading (a bicubic-upsampled 4 x 4 random grid) of
+            std U[0, shading].
+        gradient: largest ramp amplitude (std units). shading: largest shading std.
+        stretch_prob: probability of a per-band radiometric stretch: a gamma
+            ``lo + (hi - lo) u ** g`` on ``u = (x - lo) / (hi - lo)`` in [0, 1] (lo, hi:
+            the band's tile min and max, so the tile's range is kept and gamma acts on a
+            positive range), then ``x * a + b``; log g ~ U[-log gamma, log gamma], log a ~
+            U[-log gain, log gain], b ~ U[-offset, offset], each per sample and band.
+        gamma, gain: largest factors (>= 1). offset: largest offset (std units).
+        stripe_prob: probability of detector striping: a constant offset per column (or
+            per row, at random) and band, N(0, s^2) with s ~ U[0, stripe_std].
+        stripe_std: largest stripe std (std units).
     """
 
     dihedral: bool = True
@@ -65,13 +97,28 @@ class AugmentConfig:
     noise_prob: float = 0.5
     noise_std: float = 0.1
     band_drop_prob: float = 0.2
+    resolution_prob: float = 0.0
+    resolution_max: float = 2.0
+    haze_prob: float = 0.0
+    haze: float = 0.5
+    gradient_prob: float = 0.0
+    gradient: float = 1.0
+    shading: float = 0.3
+    stretch_prob: float = 0.0
+    gamma: float = 2.0
+    gain: float = 1.5
+    offset: float = 0.5
+    stripe_prob: float = 0.0
+    stripe_std: float = 0.15
 
     def __post_init__(self) -> None:
-        for name in ("crop_prob", "jitter_prob", "blur_prob", "noise_prob", "band_drop_prob"):
+        probs = ("crop_prob", "jitter_prob", "blur_prob", "noise_prob", "band_drop_prob")
+        probs += ("resolution_prob", "haze_prob", "gradient_prob", "stretch_prob", "stripe_prob")
+        for name in probs:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"augment {name} must be in [0, 1], got {p!r}")
-        for name in ("brightness", "noise_std"):
+        for name in ("brightness", "noise_std", "gradient", "shading", "offset", "stripe_std"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.contrast < 1.0:
@@ -84,6 +131,11 @@ class AugmentConfig:
                 )
         if self.crop_scale[1] > 1.0:
             raise ConfigError(f"augment crop_scale must not exceed 1, got {self.crop_scale}")
+        for name in ("resolution_max", "gamma", "gain"):
+            if not getattr(self, name) >= 1.0:
+                raise ConfigError(f"augment {name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.haze < 1.0:
+            raise ConfigError(f"augment haze must be in [0, 1), got {self.haze!r}")
 
 
 def _generator(gen: Gen, device: torch.device) -> torch.Generator | None:
@@ -198,6 +250,94 @@ def _band_drop(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
     return x.masked_fill(drop[:, :, None, None], 0.0)
 
 
+def _smooth_field(rng: _Rng, b: int, h: int, w: int, dtype: torch.dtype) -> Tensor:
+    """(B, 1, H, W) low-frequency field: a 4 x 4 normal grid upsampled bicubically,
+    standardised per sample (mean 0, std 1; a constant field stays 0)."""
+    grid = rng.normal((b, 1, 4, 4)).to(dtype)
+    f = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)
+    f = f - f.mean(dim=(2, 3), keepdim=True)
+    return f / f.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def _resolution(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Coarser pixels: area-average to ``H / f`` x ``W / f`` px, bilinear back to H x W.
+
+    f ~ U[1, resolution_max] per sample, quantised to 9 levels so a batch takes at most
+    9 resampling passes.
+    """
+    b, _, h, w = x.shape
+    f = rng.uniform((b,), 1.0, cfg.resolution_max)
+    apply = rng.bernoulli(b, cfg.resolution_prob)
+    span = cfg.resolution_max - 1.0
+    level = torch.round((f - 1.0) / span * 8) if span > 0 else torch.zeros_like(f)
+    level = torch.where(apply, level, torch.zeros_like(level))
+    out = x.clone()
+    for q in sorted({int(v) for v in level.tolist()} - {0}):
+        factor = 1.0 + span * q / 8
+        size = (max(1, round(h / factor)), max(1, round(w / factor)))
+        if size == (h, w):
+            continue
+        rows = level == q
+        low = F.interpolate(x[rows], size=size, mode="area")
+        out[rows] = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def _haze(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """``(1 - T) x + T v``: a bright veil v, weight T < haze, smooth in space, per band."""
+    b, c, h, w = x.shape
+    t = rng.uniform((b, 1, 1, 1), 0.0, cfg.haze).to(x.dtype)
+    share = rng.uniform((b, c, 1, 1), 0.5, 1.0).to(x.dtype)
+    veil = x.amax(dim=(2, 3), keepdim=True) + rng.uniform((b, c, 1, 1), 0.0, 0.5).to(x.dtype)
+    field = 0.75 + 0.25 * torch.tanh(_smooth_field(rng, b, h, w, x.dtype))
+    weight = t * share * field
+    out = (1 - weight) * x + weight * veil
+    apply = rng.bernoulli(b, cfg.haze_prob).view(b, 1, 1, 1)
+    return torch.where(apply, out, x)
+
+
+def _illumination(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """``x + A ramp + S shading``, one field for all bands (illumination is broadband)."""
+    b, _, h, w = x.shape
+    theta = rng.uniform((b, 1, 1, 1), 0.0, 2 * math.pi).to(x.dtype)
+    amp = rng.uniform((b, 1, 1, 1), 0.0, cfg.gradient).to(x.dtype)
+    shade = rng.uniform((b, 1, 1, 1), 0.0, cfg.shading).to(x.dtype)
+    rows = torch.linspace(-0.5, 0.5, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    cols = torch.linspace(-0.5, 0.5, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    ramp = (cols * cos + rows * sin) / (cos.abs() + sin.abs())  # peak-to-peak 1
+    field = amp * ramp + shade * _smooth_field(rng, b, h, w, x.dtype)
+    apply = rng.bernoulli(b, cfg.gradient_prob).view(b, 1, 1, 1)
+    return torch.where(apply, x + field, x)
+
+
+def _stretch(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """Per-band gamma on the tile's own [min, max] (kept), then gain and offset."""
+    b, c = x.shape[:2]
+    shape = (b, c, 1, 1)
+    g = torch.exp(rng.uniform(shape, -math.log(cfg.gamma), math.log(cfg.gamma))).to(x.dtype)
+    a = torch.exp(rng.uniform(shape, -math.log(cfg.gain), math.log(cfg.gain))).to(x.dtype)
+    off = rng.uniform(shape, -cfg.offset, cfg.offset).to(x.dtype)
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    span = x.amax(dim=(2, 3), keepdim=True) - lo
+    u = ((x - lo) / span.clamp_min(1e-6)).clamp(0.0, 1.0)
+    y = torch.where(span > 1e-6, lo + span * u**g, x)
+    out = y * a + off
+    apply = rng.bernoulli(b, cfg.stretch_prob).view(b, 1, 1, 1)
+    return torch.where(apply, out, x)
+
+
+def _stripes(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
+    """A constant offset per column (or per row) and band: detector striping."""
+    b, c, h, w = x.shape
+    std = rng.uniform((b, 1, 1, 1), 0.0, cfg.stripe_std).to(x.dtype)
+    by_col = rng.bernoulli(b, 0.5).view(b, 1, 1, 1)
+    off = rng.normal((b, c, max(h, w))).to(x.dtype)
+    pattern = torch.where(by_col, off[:, :, None, :w], off[:, :, :h, None])
+    apply = rng.bernoulli(b, cfg.stripe_prob).view(b, 1, 1, 1)
+    return torch.where(apply, x + std * pattern, x)
+
+
 class Augment(nn.Module):
     """Random augmentation of a batch of tiles; see :class:`AugmentConfig`.
 
@@ -221,6 +361,16 @@ class Augment(nn.Module):
             x = _dihedral(x, rng)
         if cfg.crop_prob > 0:
             x = _resized_crop(x, rng, cfg)
+        if cfg.resolution_prob > 0 and cfg.resolution_max > 1:
+            x = _resolution(x, rng, cfg)
+        if cfg.haze_prob > 0 and cfg.haze > 0:
+            x = _haze(x, rng, cfg)
+        if cfg.gradient_prob > 0 and (cfg.gradient > 0 or cfg.shading > 0):
+            x = _illumination(x, rng, cfg)
+        if cfg.stretch_prob > 0:
+            x = _stretch(x, rng, cfg)
+        if cfg.stripe_prob > 0 and cfg.stripe_std > 0:
+            x = _stripes(x, rng, cfg)
         if cfg.jitter_prob > 0:
             x = _jitter(x, rng, cfg)
         if cfg.blur_prob > 0:

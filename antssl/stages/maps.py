@@ -1,4 +1,8 @@
-"""The maps step: cluster labels back onto the map, per scene and across all scenes.
+"""The maps stage: cluster labels back onto the map, per scene and across all scenes.
+
+``run(config, force=False) -> URI of the maps folder``. Runs after the cluster stage
+(the pipeline's next step); skips itself when ``clusters.json`` (written last) already
+describes the store's current clustering, unless forced.
 
 Writes under ``<workspace>/maps/``: ``<scene_id>.tif`` (COG, one pixel per tile
 stride, colour table), ``<scene_id>.png`` (quick-look with legend),
@@ -10,6 +14,7 @@ per-cluster summary the service serves at ``/v1/clusters``).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,8 +24,9 @@ import shapely
 from antssl import catalog, maps, preview, reader, storage, store, workspace
 from antssl.config import Config
 from antssl.errors import StageOrderError
-from antssl.scenes import SceneInfo, open_raster
-from antssl.tiles import load_infos
+from antssl.scenes import SceneInfo, load_infos, open_raster
+
+log = logging.getLogger(__name__)
 
 
 def summary(
@@ -71,29 +77,42 @@ def _exemplar_pixels(
     return out
 
 
-def run(config: Config, clustering: dict[str, Any] | None = None) -> str:
-    """Render every map of the current clustering; returns the maps folder URI."""
+def _clustering_key(meta: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a clustering's maps: its creation time and how many tiles it labels."""
+    return {"created_at": meta.get("created_at"), "tiles": meta.get("tiles")}
+
+
+def run(config: Config, force: bool = False) -> str:
+    """Render every map of the current clustering (unless they are current and not
+    ``force``); returns the maps folder URI."""
     uri = workspace.embeddings_uri(config)
+    if not store.exists(uri, config.storage):
+        raise StageOrderError(f"no embeddings store at {uri}: run `antssl embed --config …` first")
     group = store.open_group(uri, config.storage)
     meta = dict(group.attrs).get("clustering")
     if not meta:
         raise StageOrderError(f"{uri} is not clustered: run `antssl cluster --config …`")
-    labels = np.asarray(group["cluster"][:], dtype=np.int64)
-    k = int(meta["k"])
-    cat = catalog.read(workspace.catalog_uri(config), config.storage).iloc[: len(labels)]
-    infos = load_infos(config)
     out = workspace.maps_uri(config)
-    t = config.tiling
     summary_uri = storage.join(out, "clusters.json")
     previous = (
         json.loads(storage.read_text(summary_uri, config.storage))
         if storage.exists(summary_uri, config.storage)
         else {}
     )
-    exemplars = (clustering or {}).get("exemplars") or {
+    if not force and previous.get("clustering") == _clustering_key(meta):
+        log.info("maps: %s is current for this clustering; nothing to do", out)
+        return out
+    labels = np.asarray(group["cluster"][:], dtype=np.int64)
+    k = int(meta["k"])
+    cat = catalog.read(workspace.catalog_uri(config), config.storage).iloc[: len(labels)]
+    infos = load_infos(config)
+    t = config.tiling
+    stored = meta.get("exemplars") or {}  # written by the cluster stage (tile ids)
+    exemplars = {int(j): list(ids) for j, ids in stored.items()} or {
         int(c["cluster"]): c["exemplars"] for c in previous.get("clusters", [])
     }
     extra = {key: meta.get(key) for key in ("metric", "inertia", "explanation", "scores")}
+    extra["clustering"] = _clustering_key(meta)
     doc = summary(labels, cat, k, exemplars, extra)
     counts = np.bincount(labels[labels >= 0], minlength=k)
     for sid, idx in cat.groupby("scene_id", sort=False).indices.items():
@@ -157,7 +176,7 @@ def run(config: Config, clustering: dict[str, Any] | None = None) -> str:
         config.storage,
     )
     storage.write_text(summary_uri, json.dumps(doc, indent=2), config.storage)
-    print(f"maps: {out}/<scene_id>.tif|.png, overview.png, gallery.png, clusters.json")
+    log.info("maps: %s/<scene_id>.tif|.png, overview.png, gallery.png, clusters.json", out)
     return out
 
 

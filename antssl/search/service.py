@@ -21,23 +21,18 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
-from antssl import ann, catalog, index_stage, search, storage, store, workspace
+from antssl import catalog, storage, store, workspace
 from antssl.config import Config
-from antssl.errors import AntsslError, StageOrderError
-from antssl.serve.errors import BadRequest, NotFound
+from antssl.errors import AntsslError, BadRequest, NotFound, StageOrderError
+from antssl.search import ann, exact, places
+from antssl.search.manifest import embeddings_version, load_index, read_manifest, store_version
 
 log = logging.getLogger(__name__)
 
 
-def store_version(attrs: dict[str, Any]) -> str:
-    """A version string that changes when tiles are appended, re-embedded or re-clustered."""
-    clustering = attrs.get("clustering") or {}
-    return f"{attrs.get('tiles')}:{attrs.get('created_at')}:{clustering.get('created_at')}"
-
-
 @dataclass
 class ServiceIndex:
-    search: search.SearchIndex
+    search: exact.SearchIndex
     frame: pd.DataFrame
     version: str
     clustered: bool
@@ -50,7 +45,7 @@ class ServiceIndex:
         """The store version and the index manifest's build time: a change in either is a
         reason to reload."""
         group = store.open_group(workspace.embeddings_uri(config), config.storage)
-        manifest = index_stage.read_manifest(config) or {}
+        manifest = read_manifest(config) or {}
         return f"{store_version(dict(group.attrs))}|{manifest.get('built_at')}"
 
     @property
@@ -84,7 +79,7 @@ class ServiceIndex:
             if storage.exists(summary_uri, config.storage)
             else None
         )
-        index = search.SearchIndex.from_frame(frame, emb, cluster=labels)
+        index = exact.SearchIndex.from_frame(frame, emb, cluster=labels)
         nn, info = _load_ann(config, attrs, len(emb))
         version = store_version(attrs)
         return cls(index, frame, version, bool((labels >= 0).any()), summary, nn, info)
@@ -166,7 +161,27 @@ class ServiceIndex:
         opts.pop("candidates", None)
         echo.update({"k": k, **{key: v for key, v in opts.items() if v is not None}})
         echo["search"] = self.search_kind if path == "candidates" else "exact"
-        return search.to_geojson(hits, query=echo)
+        out = places.to_geojson(hits, query=echo)
+        out["numberRequested"], out["numberReturned"] = k, len(hits)
+        out["fewer"] = None if len(hits) >= k else self._fewer(len(hits), opts)
+        return out
+
+    def _fewer(self, n: int, opts: dict[str, Any]) -> str:
+        """Why a query found fewer than k places (the filters that leave fewer tiles)."""
+        why = [
+            name
+            for name, active in (
+                ("bbox", opts.get("bbox") is not None),
+                ("scenes", opts.get("scenes") is not None),
+                ("exclude_radius_km", bool(opts.get("exclude_radius_km"))),
+                ("distinct places (distinct=true merges overlapping tiles)", opts.get("distinct")),
+            )
+            if active
+        ]
+        total = len(self.search)
+        return f"only {n} place(s) match: the catalog holds {total} tile(s)" + (
+            f", narrowed by {', '.join(why)}" if why else ""
+        )
 
     def clusters(self) -> dict[str, Any]:
         """Cluster sizes and exemplar tiles (from the cluster stage's summary when present)."""
@@ -197,7 +212,7 @@ def _load_ann(
 ) -> tuple[ann.AnnIndex | None, dict[str, Any]]:
     """The ANN index the manifest names when it was built from these embeddings, and what
     /readyz reports about it; (None, …) means exact search (logged when the index is stale)."""
-    manifest = index_stage.read_manifest(config)
+    manifest = read_manifest(config)
     if manifest is None:
         return None, {"search": "exact", "index": None}
     info: dict[str, Any] = {
@@ -207,7 +222,7 @@ def _load_ann(
             for k in ("kind", "n", "params", "recall_at_10", "built_at", "store_version")
         },
     }
-    current = index_stage.embeddings_version(attrs)
+    current = embeddings_version(attrs)
     if manifest.get("embeddings_version") != current or manifest.get("n") != n:
         log.warning(
             "the ANN index at %s was built from embeddings %s, the store now holds %s: "
@@ -222,7 +237,7 @@ def _load_ann(
     if manifest.get("kind") not in ann.KINDS:
         return None, info
     try:
-        nn = index_stage.load_index(config, manifest)
+        nn = load_index(config, manifest)
     except AntsslError as err:
         log.warning("cannot load the ANN index (%s): exact search", err)
         info["index"]["error"] = str(err)

@@ -23,7 +23,6 @@ from antssl.config import Config
 from antssl.data import compute_stats
 from antssl.errors import (
     AntsslError,
-    ConfigError,
     EmptyResultError,
     MaskError,
     SceneError,
@@ -32,7 +31,7 @@ from antssl.errors import (
 from antssl.mask import CoastVector, load_vector
 from antssl.plan import plan_scene
 from antssl.runtime import ensure_ray
-from antssl.scenes import SceneInfo, discover, open_raster, read_info
+from antssl.scenes import SceneInfo, check_bands, discover, open_raster, read_info
 from antssl.tiling import cell_size
 
 log = logging.getLogger(__name__)
@@ -194,17 +193,19 @@ def run(config: Config, force: bool = False) -> str:
     stats = compute_stats(table, infos, config)
     storage.write_text(workspace.stats_uri(config), stats.to_json(), config.storage)
     storage.write_text(
-        storage.join(workspace.root(config), "scenes.json"),
+        workspace.scenes_uri(config),
         json.dumps([i.to_dict() for i in infos.values()], indent=2),
         config.storage,
     )
     storage.write_text(workspace.config_uri(config), config.to_yaml(), config.storage)
     summary.seconds = time.perf_counter() - start
     storage.write_text(workspace.tiles_summary_uri(config), summary.to_json(), config.storage)
-    print(summary.table())
-    print(
-        f"catalog: {uri}\nstats:   {workspace.stats_uri(config)}\n"
-        f"previews: {workspace.previews_uri(config)}/<scene_id>.png"
+    log.info(
+        "%s\ncatalog: %s\nstats:   %s\npreviews: %s/<scene_id>.png",
+        summary.table(),
+        uri,
+        workspace.stats_uri(config),
+        workspace.previews_uri(config),
     )
     return uri
 
@@ -217,15 +218,6 @@ def _reraise(error: str, scene_id: str, uri: str) -> AntsslError:
     if kind == "MaskError":
         return MaskError(msg)
     return SceneError(msg + hint)
-
-
-def check_bands(infos: dict[str, SceneInfo]) -> None:
-    counts = {sid: len(i.bands) for sid, i in infos.items()}
-    if len(set(counts.values())) > 1:
-        raise ConfigError(
-            f"scenes have different band counts {counts}; set scenes.bands to choose the same "
-            "bands in every scene"
-        )
 
 
 def keep_previous_order(config: Config, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -244,9 +236,3 @@ def keep_previous_order(config: Config, pairs: list[tuple[str, str]]) -> list[tu
     before = [s["scene_id"] for s in done.get("scenes", []) if not s.get("error")]
     rank = {sid: i for i, sid in enumerate(before)}
     return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), pairs.index(p)))
-
-
-def load_infos(config: Config) -> dict[str, SceneInfo]:
-    """The scene metadata written by the tiles stage."""
-    text = storage.read_text(storage.join(workspace.root(config), "scenes.json"), config.storage)
-    return {d["scene_id"]: SceneInfo.from_dict(d) for d in json.loads(text)}

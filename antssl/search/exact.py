@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
+from antssl.errors import SearchError
 from antssl.search.places import (
     _TILE_FIELDS,
     Hit,
-    SearchError,
     TileTable,
     haversine_m,
     tile_edges,
@@ -24,6 +24,22 @@ _CHUNK_ROWS = 1 << 16  # rows normalised at a time (bounds temporary memory)
 _FIRST_POOL = 16  # candidates considered first: max(16 * k, 64), widened x4 while short
 Candidates = Callable[[np.ndarray, int], np.ndarray]
 """``candidates(q, m)``: about the ``m`` best rows for the unit query ``q`` (D,), -1 padded."""
+
+
+def unit_rows(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) rows as float32 scaled to unit L2 norm, and which rows were valid; zero or
+    non-finite rows become zero (they never match). Works in blocks of rows, so ``emb``
+    may be a lazily read array; temporary memory is bounded by the block."""
+    out = np.empty(emb.shape, dtype=np.float32)
+    valid = np.empty(emb.shape[0], dtype=bool)
+    for s in range(0, emb.shape[0], _CHUNK_ROWS):
+        ch = np.asarray(emb[s : s + _CHUNK_ROWS], dtype=np.float32)
+        norm = np.sqrt(np.einsum("ij,ij->i", ch, ch, dtype=np.float64))
+        ok = valid[s : s + len(ch)] = np.isfinite(norm) & (norm > 0)
+        block = out[s : s + len(ch)]
+        np.multiply(ch, (1.0 / np.where(ok, norm, 1.0)).astype(np.float32)[:, None], out=block)
+        block[~ok] = 0.0
+    return out, valid
 
 
 def _unit_rows(a: Any, name: str, dim: int) -> np.ndarray:
@@ -70,15 +86,7 @@ class SearchIndex:
                 f"embeddings have shape {emb.shape}, expected ({len(tiles.tile_id)}, D)"
             )
         self.tiles = tiles
-        self._emb: np.ndarray = np.empty(emb.shape, dtype=np.float32)
-        valid = np.empty(emb.shape[0], dtype=bool)
-        for s in range(0, emb.shape[0], _CHUNK_ROWS):
-            ch = np.asarray(emb[s : s + _CHUNK_ROWS], dtype=np.float32)
-            norm = np.sqrt(np.einsum("ij,ij->i", ch, ch, dtype=np.float64))
-            ok = valid[s : s + len(ch)] = np.isfinite(norm) & (norm > 0)
-            block = self._emb[s : s + len(ch)]
-            np.multiply(ch, (1.0 / np.where(ok, norm, 1.0)).astype(np.float32)[:, None], out=block)
-            block[~ok] = 0.0
+        self._emb, valid = unit_rows(emb)
         self._emb.setflags(write=False)
         self._invalid = np.flatnonzero(~valid)  # zero / non-finite rows: never match
         self._scene_code, self._scene_names = pd.factorize(tiles.scene_id)

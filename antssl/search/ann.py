@@ -39,7 +39,7 @@ Defaults were tuned on 1e6 x 128 synthetic clustered unit vectors (bench/serve.p
 reach recall@10 >= 0.99 at < 0.5 ms per query (one thread; exact: ~40 ms); see
 bench/RESULTS.md ("Serve and ANN search"). Real embeddings differ: :func:`calibrate`
 measures recall on a sample of the indexed rows and sets the smallest ``nprobe`` /
-``ef_search`` that reaches a target, so the build job (antssl.index_stage) calls it
+``ef_search`` that reaches a target, so the build job (antssl.stages.index) calls it
 before saving.
 
 Threads: faiss uses OpenMP; :func:`set_threads` sets its (process-wide) thread
@@ -61,7 +61,7 @@ from typing import Any, BinaryIO
 import faiss as _faiss
 import numpy as np
 
-from antssl.errors import AntsslError, StorageError
+from antssl.errors import AnnError, StorageError
 
 faiss: Any = _faiss  # its bundled stubs lack the SWIG names used here (SearchParameters...)
 
@@ -85,10 +85,6 @@ _MAGIC = b"ANTSSLANN"  # file: magic, uint32 format, uint32 header length, JSON 
 _FORMAT = 1
 _UNIT_TOL = 1e-3  # |norm - 1| allowed for rows called unit (float32 rounding)
 _CHUNK = 1 << 16  # rows checked / added at a time
-
-
-class AnnError(AntsslError, ValueError):
-    """Bad input to an ANN index (shape, dtype, parameters, k, m) or a bad index file."""
 
 
 def set_threads(n: int) -> None:

@@ -229,9 +229,14 @@ def _score(
 
 
 def write_result(
-    uri: str, storage_cfg: StorageConfig, res: ClusterResult, cfg: ClusterConfig
+    uri: str,
+    storage_cfg: StorageConfig,
+    res: ClusterResult,
+    cfg: ClusterConfig,
+    exemplars: dict[str, list[str]] | None = None,
 ) -> None:
-    """Centroids and settings into the group (labels were written by the actors)."""
+    """Centroids, settings and exemplar tile ids (by cluster) into the group (labels were
+    written by the actors)."""
     group = store.open_group(uri, storage_cfg, mode="r+")
     if "centroids" in group:
         del group["centroids"]
@@ -247,6 +252,7 @@ def write_result(
         "tiles": len(res.labels),
         "scores": res.scores,
         "explanation": res.explanation,
+        "exemplars": exemplars or {},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -276,15 +282,16 @@ def assign_new_rows(uri: str, storage_cfg: StorageConfig, start: int) -> int:
     return len(labels)
 
 
-def run(config: Config) -> str:
-    """The cluster stage: k-means on the store, labels + centroids into it, summary and maps.
+def run(config: Config, force: bool = False) -> str:
+    """The cluster stage: k-means on the store, labels + centroids + exemplars into it.
 
     Idempotent: an existing clustering with the same settings is kept; when tiles were
     appended since, only the new rows are assigned to the existing centroids (unless
     ``cluster.recluster``). An existing clustering with other settings is kept unless
-    ``cluster.overwrite``. Returns the store URI.
+    ``cluster.overwrite``; ``force`` re-clusters in any case. The maps are the next stage
+    (:mod:`antssl.stages.maps`). Returns the store URI.
     """
-    from antssl import catalog, maps_stage, workspace
+    from antssl import catalog, workspace
     from antssl.runtime import ensure_ray
 
     cfg = config.cluster
@@ -294,28 +301,28 @@ def run(config: Config) -> str:
     group = store.open_group(uri, config.storage)
     old = group.attrs.get("clustering")
     n = group["embedding"].shape[0]
-    if old and not cfg.overwrite:
+    if old and not cfg.overwrite and not force:
         if {k: old.get(k) for k in settings(cfg)} != settings(cfg):
             raise ConfigError(
                 f"{uri} is already clustered with other settings (k={old.get('k')}, metric="
                 f"{old.get('metric')}); set cluster.overwrite: true to replace it"
             )
         if old.get("tiles") == n:
-            print(f"cluster: {uri} is clustered for these settings; keeping it")
+            log.info("cluster: %s is clustered for these settings; keeping it", uri)
             return uri
         if not cfg.recluster:
             added = assign_new_rows(uri, config.storage, int(old["tiles"]))
-            print(f"cluster: assigned {added} new tile(s) to the existing {old['k']} clusters")
-            maps_stage.run(config)
+            log.info("cluster: assigned %d new tile(s) to the %d clusters", added, old["k"])
             return uri
     ensure_ray(config)
     res = fit_store(uri, config.storage, cfg)
-    write_result(uri, config.storage, res, cfg)
     ids = catalog.read(workspace.catalog_uri(config), config.storage)["tile_id"].to_numpy()
-    exemplars = {j: [str(ids[i]) for i in rows] for j, rows in res.exemplars.items()}
-    print(f"cluster: {res.explanation}; inertia {res.inertia:.4g} after {res.n_iter} steps")
+    exemplars = {str(j): [str(ids[i]) for i in rows] for j, rows in res.exemplars.items()}
+    write_result(uri, config.storage, res, cfg, exemplars)
+    lines = [f"cluster: {res.explanation}; inertia {res.inertia:.4g} after {res.n_iter} steps"]
     sizes = np.bincount(res.labels, minlength=res.k)
-    for j in range(res.k):
-        print(f"  cluster {j:>3}: {sizes[j]:>7} tiles ({100 * sizes[j] / n:.1f}%)")
-    maps_stage.run(config, {"exemplars": exemplars})
+    lines += [
+        f"  cluster {j:>3}: {sizes[j]:>7} tiles ({100 * sizes[j] / n:.1f}%)" for j in range(res.k)
+    ]
+    log.info("\n".join(lines))
     return uri

@@ -3,11 +3,11 @@
 ``antssl index --config …`` writes under ``<workspace>/index/``::
 
     manifest.json          written last: the completion marker the service reads
-    <kind>-<stamp>.ann     the faiss index (antssl.ann file format), ivf or hnsw
+    <kind>-<stamp>.ann     the faiss index (antssl.search.ann file format), ivf or hnsw
 
 The manifest records what the index was built from and how well it does: ``kind``
 ("exact" when ``index.kind`` is exact, or auto below ``index.min_rows`` tiles: no file),
-``file``, ``store_version`` (:func:`antssl.serve.index.store_version` of the store),
+``file``, ``store_version`` (:func:`antssl.search.manifest.store_version` of the store),
 ``embeddings_version`` (tiles, creation time and tile-id digest of the store: what the
 service compares, since re-clustering leaves the vectors alone), ``n``, ``dim``,
 ``params`` (resolved build and search settings), ``recall_at_10`` (plain top-10 search
@@ -24,6 +24,7 @@ it needs about twice the store's embedding bytes in memory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -31,52 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from antssl import ann, storage, store, workspace
+from antssl import storage, store, workspace
 from antssl.config import Config
-from antssl.errors import StageOrderError, StorageError
+from antssl.errors import AnnError, StageOrderError
+from antssl.search import ann
+from antssl.search.manifest import (
+    embeddings_version,
+    manifest_uri,
+    read_manifest,
+    store_version,
+    unit_rows,
+)
 
-MANIFEST = "manifest.json"
-_ROWS = 1 << 16  # rows normalised at a time
-
-
-def manifest_uri(config: Config) -> str:
-    return storage.join(workspace.index_uri(config), MANIFEST)
-
-
-def embeddings_version(attrs: dict[str, Any]) -> str:
-    """Changes when the vectors change (tiles appended, store re-created), not on clustering."""
-    return f"{attrs.get('tiles')}:{attrs.get('created_at')}:{attrs.get('tile_ids_sha256')}"
-
-
-def read_manifest(config: Config) -> dict[str, Any] | None:
-    """The index manifest, or None when no index was built."""
-    uri = manifest_uri(config)
-    if not storage.exists(uri, config.storage):
-        return None
-    try:
-        return dict(json.loads(storage.read_text(uri, config.storage)))
-    except ValueError as err:
-        raise StorageError(f"{uri} is not valid JSON ({err}): re-run `antssl index`") from err
-
-
-def load_index(config: Config, manifest: dict[str, Any]) -> ann.AnnIndex:
-    """The faiss index a manifest names (ivf / hnsw manifests only)."""
-    uri = storage.join(workspace.index_uri(config), manifest["file"])
-    return ann.AnnIndex.from_bytes(storage.read_bytes(uri, config.storage))
-
-
-def unit_rows(emb: np.ndarray) -> np.ndarray:
-    """(N, D) float32 rows scaled to unit L2 norm; zero or non-finite rows become zero
-    (as :class:`antssl.search.SearchIndex` holds them: they never match)."""
-    out = np.empty(emb.shape, np.float32)
-    for s in range(0, len(emb), _ROWS):
-        ch = np.asarray(emb[s : s + _ROWS], np.float32)
-        norm = np.sqrt(np.einsum("ij,ij->i", ch, ch, dtype=np.float64))
-        ok = np.isfinite(norm) & (norm > 0)
-        block = out[s : s + len(ch)]
-        np.multiply(ch, (1.0 / np.where(ok, norm, 1.0)).astype(np.float32)[:, None], out=block)
-        block[~ok] = 0.0
-    return out
+log = logging.getLogger(__name__)
 
 
 def run(config: Config, force: bool = False) -> str:
@@ -93,8 +61,6 @@ def run(config: Config, force: bool = False) -> str:
         raise StageOrderError(
             f"{uri} has {len(pending)} chunk(s) not embedded yet: finish `antssl embed` first"
         )
-    from antssl.serve.index import store_version
-
     version, digest = embeddings_version(attrs), config.digest("index")
     old = read_manifest(config)
     if (
@@ -103,7 +69,7 @@ def run(config: Config, force: bool = False) -> str:
         and old.get("embeddings_version") == version
         and old.get("config_digest") == digest
     ):
-        print(f"index: {out} is current ({old['kind']}, {old.get('n')} tiles); nothing to do")
+        log.info(f"index: {out} is current ({old['kind']}, {old.get('n')} tiles); nothing to do")
         return out
     storage.check_writable(workspace.root(config), config.storage)
     arr: Any = group["embedding"]  # a zarr.Array (typed as Array | Group)
@@ -124,7 +90,7 @@ def run(config: Config, force: bool = False) -> str:
     start = time.perf_counter()
     if kind == "exact":
         why = "index.kind = exact" if c.kind == "exact" else f"{n} tiles < index.min_rows"
-        print(f"index: exact search ({why}); no ANN index built")
+        log.info(f"index: exact search ({why}); no ANN index built")
     else:
         manifest.update(_build(config, group, kind, n, dim))
     manifest["build_s"] = round(time.perf_counter() - start, 3)
@@ -133,7 +99,7 @@ def run(config: Config, force: bool = False) -> str:
     for f in storage.glob(storage.join(workspace.index_uri(config), "*.ann"), config.storage):
         if f.rsplit("/", 1)[-1] != manifest["file"]:
             storage.remove(f, config.storage)  # indexes no manifest names any more
-    print(f"index: wrote {out} ({kind}, {n} tiles, {manifest['build_s']:.1f} s)")
+    log.info(f"index: wrote {out} ({kind}, {n} tiles, {manifest['build_s']:.1f} s)")
     return out
 
 
@@ -142,7 +108,7 @@ def _build(config: Config, group: Any, kind: str, n: int, dim: int) -> dict[str,
     c = config.index
     if n <= 10:
         raise StageOrderError(f"the store has {n} tiles: an ANN index needs more than 10")
-    print(f"index: reading {n} x {dim} embeddings", flush=True)
+    log.info(f"index: reading {n} x {dim} embeddings")
     emb = unit_rows(np.asarray(group["embedding"][:]))
     ann.set_threads(c.threads or _cpus())
     key = ann.SEARCH_KEY[kind]
@@ -155,9 +121,9 @@ def _build(config: Config, group: Any, kind: str, n: int, dim: int) -> dict[str,
     if fixed:
         params[key] = fixed
     t0 = time.perf_counter()
-    print(f"index: building {kind} over {n} tiles ({c.threads or _cpus()} threads)", flush=True)
+    log.info(f"index: building {kind} over {n} tiles ({c.threads or _cpus()} threads)")
     index = ann.build(emb, kind, **params)
-    print(f"index: built in {time.perf_counter() - t0:.1f} s; measuring recall@10", flush=True)
+    log.info(f"index: built in {time.perf_counter() - t0:.1f} s; measuring recall@10")
     queries = min(c.recall_queries, n - 1)
     calibration: dict[int, float] = {}
     if fixed:
@@ -167,7 +133,7 @@ def _build(config: Config, group: Any, kind: str, n: int, dim: int) -> dict[str,
             calibration = ann.calibrate(
                 index, emb, target=c.target_recall, queries=queries, seed=c.seed
             )
-        except ann.AnnError as err:
+        except AnnError as err:
             raise StageOrderError(
                 f"index: {err} (or lower index.target_recall, now {c.target_recall})"
             ) from None
@@ -176,7 +142,7 @@ def _build(config: Config, group: Any, kind: str, n: int, dim: int) -> dict[str,
     target = storage.join(workspace.index_uri(config), name)
     index.meta.update({"embeddings_version": embeddings_version(dict(group.attrs))})
     storage.write_bytes(target, index.to_bytes(), config.storage)
-    print(f"index: {kind} {key}={index.params[key]}: recall@10 {recall:.3f} → {target}")
+    log.info(f"index: {kind} {key}={index.params[key]}: recall@10 {recall:.3f} → {target}")
     return {
         "file": name,
         "params": dict(index.params),

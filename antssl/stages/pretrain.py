@@ -1,6 +1,7 @@
 """The pretrain stage: self-supervised pretraining with Ray Train (TorchTrainer, DDP).
 
-``run(config) -> URI of the final checkpoint``. The tile stream of the tiles
+``run(config, force=False) -> URI of the final checkpoint`` (``force``: train this
+config's run again from step 0, discarding its checkpoints). The tile stream of the tiles
 stage is sharded to ``train.num_workers`` workers (GPU + NCCL on a cluster,
 CPU + gloo here). Every ``train.checkpoint_every`` steps rank 0 writes a
 weights-only checkpoint (state dict, model spec, normalisation stats, optimizer
@@ -16,9 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -27,12 +28,14 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from antssl import catalog, storage, workspace
+from antssl import catalog, logs, storage, workspace
 from antssl.config import Config
 from antssl.data import tile_dataset
+from antssl.encoder import latest_uri, read_latest
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray
+from antssl.scenes import load_infos
 from antssl.ssl import (
     Augment,
     all_reduce_mean,
@@ -46,7 +49,6 @@ from antssl.ssl import (
     model_spec,
     save_checkpoint,
 )
-from antssl.tiles import load_infos
 
 log = logging.getLogger(__name__)
 # What defines a model: adding scenes (scale-out) must not retrain it.
@@ -59,21 +61,9 @@ def run_name(config: Config) -> str:
     return f"pretrain-{config.digest(*DIGEST_SECTIONS)[:12]}-b{bands or 'all'}"
 
 
-def latest_uri(config: Config) -> str:
-    return storage.join(workspace.checkpoints_uri(config), "latest.json")
-
-
 def diverged_uri(config: Config) -> str:
     """Where a worker records that the loss of this config's run became NaN/inf."""
     return storage.join(workspace.checkpoints_uri(config), run_name(config), "diverged.json")
-
-
-def read_latest(config: Config) -> dict[str, Any] | None:
-    """The completion marker of the last finished pretraining run, if any."""
-    uri = latest_uri(config)
-    if not storage.exists(uri, config.storage):
-        return None
-    return dict(json.loads(storage.read_text(uri, config.storage)))
 
 
 def _check_resources(config: Config) -> None:
@@ -96,11 +86,12 @@ def _check_resources(config: Config) -> None:
         )
 
 
-def run(config: Config) -> str:
+def run(config: Config, force: bool = False) -> str:
     """Pretrain the encoder; returns the URI of the final checkpoint."""
     t = config.train
     done = read_latest(config)
-    if done and done.get("run") == run_name(config) and done.get("step") == t.steps:
+    finished = done and done.get("run") == run_name(config) and done.get("step") == t.steps
+    if finished and not force:
         log.info("pretrain: %s is complete for this config; skipping", done["checkpoint"])
         return str(done["checkpoint"])
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
@@ -123,6 +114,8 @@ def run(config: Config) -> str:
     if t.materialize:
         ds = ds.materialize()
     ckpt_root = workspace.checkpoints_uri(config)
+    if force:
+        _discard_run(config)
     pa_fs, pa_path = storage.pyarrow_filesystem(ckpt_root, config.storage)
     trainer = TorchTrainer(
         train_loop,
@@ -147,9 +140,14 @@ def run(config: Config) -> str:
         ),
         datasets={"train": ds},
     )
-    print(
-        f"pretrain: {t.objective} on {len(cat)} tiles, {t.num_workers} worker(s), "
-        f"{t.steps} steps; checkpoints under {ckpt_root}/{run_name(config)}/"
+    log.info(
+        "pretrain: %s on %d tiles, %d worker(s), %d steps; checkpoints under %s/%s/",
+        t.objective,
+        len(cat),
+        t.num_workers,
+        t.steps,
+        ckpt_root,
+        run_name(config),
     )
     marker = diverged_uri(config)
     if storage.exists(marker, config.storage):  # a retry after changing nothing starts clean
@@ -178,8 +176,22 @@ def run(config: Config) -> str:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_text(latest_uri(config), json.dumps(marker, indent=2), config.storage)
-    print(f"pretrain: step {marker['step']}, loss {marker['loss']:.4f}; checkpoint {ckpt_uri}")
+    log.info(
+        "pretrain: step %d, loss %.4f; checkpoint %s", marker["step"], marker["loss"], ckpt_uri
+    )
     return ckpt_uri
+
+
+def _discard_run(config: Config) -> None:
+    """Forget this config's run (its checkpoints, and the marker when it names the run), so
+    Ray Train starts it from step 0."""
+    run_dir = storage.join(workspace.checkpoints_uri(config), run_name(config))
+    if storage.exists(run_dir, config.storage):
+        storage.remove(run_dir, config.storage, recursive=True)
+    done = read_latest(config)
+    if done and done.get("run") == run_name(config):
+        storage.remove(latest_uri(config), config.storage)
+    log.info("pretrain: --force: training %s again from step 0", run_name(config))
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -187,6 +199,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     config: Config = loop_config["config"]
     stats: BandStats = loop_config["stats"]
     t = config.train
+    logs.configure(stream=sys.stdout)  # a worker's stdout reaches the driver's console
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -208,7 +221,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         with restored.as_directory() as d:
             step = resumed_from = load_training_state(d, opt, sched)
         if rank == 0:
-            print(f"pretrain: resumed from step {step} ({restored.path})")
+            log.info("pretrain: resumed from step %d (%s)", step, restored.path)
     model = ray.train.torch.prepare_model(model)
     loss_fn = build_objective(t)
     augment = Augment(augment_config(t)).to(device)
@@ -252,7 +265,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 "diverged": False,
             }
             if rank == 0:
-                print(
+                log.info(
                     "pretrain: "
                     + " ".join(
                         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -300,19 +313,5 @@ def _report_checkpoint(
 def _maybe_fail(at: int | None, step: int, rank: int, world: int, resumed: bool) -> None:
     """Fault-tolerance drill: the last worker dies abruptly once, on the first attempt."""
     if at is not None and step == at and rank == world - 1 and not resumed:
-        print(f"pretrain: injected failure on rank {rank} at step {step}", flush=True)
+        log.warning("pretrain: injected failure on rank %d at step %d", rank, step)
         os._exit(1)
-
-
-def load_encoder(config: Config, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The final pretrained model and its metadata (spec, stats, step) from the workspace."""
-    done = read_latest(config)
-    if done is None:
-        raise StageOrderError(
-            f"no finished pretraining in {workspace.checkpoints_uri(config)}: "
-            "run `antssl pretrain --config …` first"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        local = storage.download_dir(done["checkpoint"], Path(tmp), config.storage)
-        model, meta = load_checkpoint(local, map_location=device)
-    return model, meta

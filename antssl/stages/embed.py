@@ -1,7 +1,8 @@
 """The embed stage: every tile's embedding into ``<workspace>/embeddings.zarr``.
 
-``run(config) -> URI of the store``. Ray Data batch inference: the tile stream
-of the catalog rows that are not yet embedded flows through an actor pool of
+``run(config, force=False) -> URI of the store`` (``force``: re-embed every tile).
+Ray Data batch inference: the tile stream of the catalog rows that are not yet
+embedded flows through an actor pool of
 :class:`Embedder` (checkpoint loaded once per actor, ``embed.num_gpus`` each).
 The driver gathers the small embedding vectors into whole Zarr chunks and
 hands each complete chunk to a Ray task that writes it and then marks it done,
@@ -26,12 +27,12 @@ from tqdm import tqdm
 from antssl import catalog, storage, store, workspace
 from antssl.config import Config, StorageConfig
 from antssl.data import tile_dataset
-from antssl.errors import ConfigError, StageOrderError, StorageError
+from antssl.encoder import require_latest
+from antssl.errors import ConfigError, StorageError
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray
+from antssl.scenes import load_infos
 from antssl.ssl import load_checkpoint
-from antssl.tiles import load_infos
-from antssl.train import read_latest
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,15 @@ def prepare_store(
     latest: dict[str, Any],
     meta: dict[str, Any],
     stats: BandStats,
+    overwrite: bool = False,
 ) -> list[int]:
-    """Create, check or grow the store for this catalog; returns the chunks still to embed."""
+    """Create, check or grow the store for this catalog; returns the chunks still to embed.
+    ``overwrite`` (or ``embed.overwrite``) creates the store afresh."""
     uri = workspace.embeddings_uri(config)
     e = config.embed
     attrs = _store_attrs(config, latest, meta, cat, stats)
     n, dim = len(cat), int(meta["spec"]["embed_dim"])
-    if not store.exists(uri, config.storage) or e.overwrite:
+    if not store.exists(uri, config.storage) or e.overwrite or overwrite:
         group = store.create(uri, config.storage, n, dim, e.chunk_rows, e.dtype, attrs)
         return store.pending_chunks(group)
     group = store.open_group(uri, config.storage, mode="r+")
@@ -125,21 +128,17 @@ def prepare_store(
         )
     if n > n_old:
         store.grow(group, n, attrs["tile_ids_sha256"])
-        print(f"embed: catalog grew from {n_old} to {n} tiles; appending the new rows")
+        log.info(f"embed: catalog grew from {n_old} to {n} tiles; appending the new rows")
     return store.pending_chunks(group)
 
 
-def run(config: Config) -> str:
-    """Embed every tile not yet in the store; returns the store URI."""
+def run(config: Config, force: bool = False) -> str:
+    """Embed every tile not yet in the store (every tile when ``force``); returns the
+    store URI."""
     uri = workspace.embeddings_uri(config)
     e = config.embed
     storage.check_writable(workspace.root(config), config.storage)
-    latest = read_latest(config)
-    if latest is None:
-        raise StageOrderError(
-            f"no finished pretraining in {workspace.checkpoints_uri(config)}: "
-            "run `antssl pretrain --config …` first"
-        )
+    latest = require_latest(config)
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
     with tempfile.TemporaryDirectory() as tmp:
         local = storage.download_dir(latest["checkpoint"], Path(tmp), config.storage)
@@ -155,7 +154,7 @@ def run(config: Config) -> str:
             f"{list(scene_bands)}); re-run pretrain for these bands"
         )
     try:
-        pending = prepare_store(config, cat, latest, meta, stats)
+        pending = prepare_store(config, cat, latest, meta, stats, overwrite=force)
     except (PermissionError, OSError) as err:
         raise StorageError(f"cannot write the embeddings store {uri}: {err}") from err
     rows = e.chunk_rows
@@ -165,10 +164,10 @@ def run(config: Config) -> str:
         else np.zeros(0, dtype=np.int64)
     )
     if len(todo) == 0:
-        print(f"embed: {uri} is complete ({len(cat)} tiles); nothing to do")
+        log.info(f"embed: {uri} is complete ({len(cat)} tiles); nothing to do")
         return uri
     ensure_ray(config)
-    print(f"embed: {len(todo)} of {len(cat)} tiles in {len(pending)} chunk(s) → {uri}")
+    log.info(f"embed: {len(todo)} of {len(cat)} tiles in {len(pending)} chunk(s) → {uri}")
     _embed_rows(config, cat, todo, stats, latest["checkpoint"], uri)
     group = store.open_group(uri, config.storage)
     left = store.pending_chunks(group)
@@ -231,5 +230,5 @@ def _maybe_fail(after: int | None, written: int, writes: list[ray.ObjectRef]) ->
         ray.get(writes)
         import os
 
-        print(f"embed: injected crash after {written} chunk(s)", flush=True)
+        log.info(f"embed: injected crash after {written} chunk(s)")
         os._exit(17)

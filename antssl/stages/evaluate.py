@@ -1,6 +1,6 @@
 """The evaluate stage: embedding quality against label rasters, written to ``<workspace>/eval/``.
 
-``run(config) -> URI of the eval folder``. In one process, no Ray: the scored scenes'
+``run(config, force=False) -> URI of the eval folder``. In one process, no Ray: the scored scenes'
 tiles are planned, read and labelled (:mod:`antssl.evaluate.tileset`), embedded with the
 checkpoint and described by the baselines (:mod:`antssl.evaluate.features`), and scored
 (:mod:`antssl.evaluate.scoring`). Then, and only then, the folder is written through
@@ -18,6 +18,7 @@ existing ``metrics.json`` is skipped unless forced.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -28,14 +29,21 @@ import numpy as np
 from antssl import storage, workspace
 from antssl.config import Config
 from antssl.errors import ConfigError
-from antssl.evaluate import report
+from antssl.evaluate import EvaluationError, report
 from antssl.evaluate.features import ENCODER, Checkpoint, compute_methods, load_model
 from antssl.evaluate.features import resolve_checkpoint as _resolve
 from antssl.evaluate.retrieval import nearest_neighbours
-from antssl.evaluate.scoring import Figures, ProbeSplit, probe_split, score_method
+from antssl.evaluate.scoring import (
+    Figures,
+    ProbeSplit,
+    probe_split,
+    scene_shortcuts,
+    score_method,
+)
 from antssl.evaluate.tileset import EvalTiles, load_tiles, scored_config
 
 FILES = ("projection.png", "queries.png", "metrics.json", "report.md")
+log = logging.getLogger(__name__)
 
 
 def eval_uri(config: Config) -> str:
@@ -68,12 +76,12 @@ def run(config: Config, force: bool = False) -> str:
     digest = _digest(config, ckpt)
     done = None if force else _existing(config, digest)
     if done is not None:
-        print(f"evaluate: {out} is complete for this config and checkpoint; skipping")
-        print(done["table"], end="")
+        log.info("evaluate: %s is complete for this config and checkpoint; skipping", out)
+        log.info("%s", done["table"].rstrip("\n"))
         return out
     storage.check_writable(workspace.root(config), config.storage)
     start = time.perf_counter()
-    print(f"evaluate: checkpoint {ckpt.uri}; labels {ev.labels} ({ev.label_kind})", flush=True)
+    log.info("evaluate: checkpoint %s; labels %s (%s)", ckpt.uri, ev.labels, ev.label_kind)
     model, meta, ckpt = load_model(ckpt, config)
     tiles = load_tiles(config, ev.labels)
     if ev.exclude_radius_km is not None and any(i.crs is None for i in tiles.infos.values()):
@@ -81,19 +89,26 @@ def run(config: Config, force: bool = False) -> str:
             "evaluate.exclude_radius_km needs georeferenced scenes (tile centres in metres); "
             "unset it to use the other-scene rule"
         )
+    fit = _probe_fit_tiles(config, tiles)
     names = _names(config)
-    split = probe_split(tiles, ev.seed)
-    print(
+    split = probe_split(tiles, ev.seed, fit)
+    log.info(
         f"evaluate: {len(tiles)} tiles from {len(tiles.infos)} scene(s), classes "
-        f"{_named(tiles.class_counts(), names)}; probe: {split.how}",
-        flush=True,
+        f"{_named(tiles.class_counts(), names)}; probe: {split.how}"
     )
-    methods = compute_methods(tiles, model, meta, config)
+    methods = compute_methods(tiles, model, meta, config, fit)
     results: dict[str, Figures] = {}
-    for m in methods:
+    k = ev.precision_k
+    for i, m in enumerate(methods, 1):
         t0 = time.perf_counter()
         results[m.name] = score_method(m, tiles, ev, split, names)
-        print(f"evaluate: scored {m.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+        rate = results[m.name].get(f"same-scene rate@{k}", (float("nan"), ""))[0]
+        log.info(
+            f"evaluate: [{i}/{len(methods)}] scored {m.name} in {time.perf_counter() - t0:.1f} s "
+            f"(P@{k} balanced {results[m.name].get(f'P@{k} balanced', (float('nan'), ''))[0]:.3f}"
+            f", same-scene rate@{k} {rate:.3f})"
+        )
+    shortcuts = scene_shortcuts(results, k, ev.same_scene_warn)
     table = report.metrics_table(results)
     info = _info(config, ckpt, tiles, split, names, time.perf_counter() - start)
     encoder = methods[0]
@@ -109,17 +124,39 @@ def run(config: Config, force: bool = False) -> str:
         "methods": {m: {k: _jsonable(v) for k, v in f.items()} for m, f in results.items()},
         "scenes": [asdict(s) for s in tiles.scenes],
         "table": table,
+        "warnings": shortcuts,
     }
     storage.remove(storage.join(out, "report.md"), config.storage)  # the marker goes first
     for name, png in pngs.items():
         storage.write_bytes(storage.join(out, name), png, config.storage)
     storage.write_text(storage.join(out, "metrics.json"), json.dumps(doc, indent=2), config.storage)
     storage.write_text(
-        storage.join(out, "report.md"), _markdown(info, table, tiles, split, names), config.storage
+        storage.join(out, "report.md"),
+        _markdown(info, table, tiles, split, names, shortcuts),
+        config.storage,
     )
-    print(f"evaluate: done in {time.perf_counter() - start:.0f} s → {out}/report.md")
-    print(table, end="")
+    log.info("evaluate: done in %.0f s → %s/report.md", time.perf_counter() - start, out)
+    log.info("%s", table.rstrip("\n"))
+    for line in shortcuts:
+        log.warning("evaluate: %s", line)
     return out
+
+
+def _probe_fit_tiles(config: Config, tiles: EvalTiles) -> EvalTiles | None:
+    """The ``evaluate.probe_fit_scenes`` tiles (None when unset); none may be scored too."""
+    ev = config.evaluate
+    if ev.probe_fit_scenes is None or ev.labels is None:
+        return None
+    fit = load_tiles(config, ev.labels, ev.probe_fit_scenes, role="probe_fit_scenes")
+    scored = {storage.normalize_uri(i.uri) for i in tiles.infos.values()}
+    both = sorted(sid for sid, i in fit.infos.items() if storage.normalize_uri(i.uri) in scored)
+    if both:
+        raise EvaluationError(
+            f"evaluate.probe_fit_scenes includes scored scene(s) {', '.join(both)}: the probe "
+            "must be fitted on scenes outside evaluate.scenes (or use evaluate.probe_train to "
+            "split the scored scenes)"
+        )
+    return fit
 
 
 def _names(config: Config) -> dict[int, str] | None:
@@ -174,7 +211,10 @@ def _info(
         "classes": _named(tiles.class_counts(), names),
         "scenes": sorted(tiles.infos),
         "probe_split": split.how,
-        "probe_train": _named(tiles.class_counts(split.train), names),
+        "probe_train": _named(
+            split.fit.class_counts() if split.fit is not None else tiles.class_counts(split.train),
+            names,
+        ),
         "probe_test": _named(tiles.class_counts(split.test), names),
         "retrieval": f"cosine (Euclidean for mean_brightness) precision@{ev.precision_k}; {rule}",
         "tiling": f"{t.size} px, stride {t.stride}, max nodata fraction {t.max_nodata_fraction}",
@@ -191,9 +231,13 @@ def _markdown(
     tiles: EvalTiles,
     split: ProbeSplit,
     names: dict[int, str] | None,
+    shortcuts: list[str] | None = None,
 ) -> str:
     lines = ["# Embedding evaluation", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in info.items()]
+    if shortcuts:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- **WARNING** {line}" for line in shortcuts]
     lines += [
         "",
         "## Metrics",
@@ -218,6 +262,13 @@ def _markdown(
             f"| {s.scene_id} | {s.planned} | {s.labelled} | {per_class} | {side} | "
             f"{s.skipped or ''} |"
         )
+    if split.fit is not None:
+        for s in split.fit.scenes:
+            side = "fit" if s.scene_id in split.fit.infos else ""
+            lines.append(
+                f"| {s.scene_id} (probe_fit_scenes) | {s.planned} | {s.labelled} | "
+                f"{_named(s.per_class, names)} | {side} | {s.skipped or ''} |"
+            )
     lines += ["", "![projection](projection.png)", "", "![queries](queries.png)", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,123 @@
+"""The embedded default: the sample data's config, and the demo that runs it end to end.
+
+``antssl sample-data`` writes sample scenes and :func:`sample_config` beside them;
+``antssl demo`` (``make demo``) writes sample scenes plus held-out scenes and runs the
+whole pipeline on them (:func:`run_demo`). configs/sample.yaml is the same config with
+paths relative to the repository root (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from antssl.config import load_config
+from antssl.stages import run_pipeline
+
+log = logging.getLogger(__name__)
+
+
+def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
+    """The config of the embedded default: sample scenes, their coastline, a local workspace."""
+    from antssl.sample import CLASSES as SAMPLE_CLASSES
+
+    return {
+        "workspace": f"file://{workspace.absolute()}",
+        "scenes": {"glob": f"file://{sample_dir.absolute()}/scene_*[0-9].tif"},
+        "mask": {
+            "kind": "coastline",
+            "vector": f"file://{sample_dir.absolute()}/coastline.gpkg",
+            "layers": ["land", "ice_shelves"],
+            "seaward_km": 6.0,
+            "inland_km": 6.0,
+        },
+        "tiling": {"size": 64, "stride": 32, "min_mask_fraction": 0.3, "max_nodata_fraction": 0.1},
+        # Sized to finish in a few minutes on 2 CPU cores; raise steps/width on real data.
+        "train": {
+            "width": 16,
+            "depth": 1,
+            "embed_dim": 64,
+            "proj_dim": 64,
+            "steps": 120,
+            "warmup_steps": 10,
+            "batch_size": 64,
+            "checkpoint_every": 40,
+            "log_every": 20,
+            "num_workers": 2,
+            "cpus_per_worker": 0.5,
+            "lr": 0.002,
+            # The recipe that learns surface rather than scene on the sample archive (its
+            # scenes differ by gain/gamma, illumination, haze, striping and pixel size):
+            # per-tile input standardisation, a texture-statistics pool, and augmentations
+            # that model those nuisances. Chosen on a validation site, scored on another
+            # (bench/sample_sweep.py, bench/RESULTS.md §5b: tile_nuis4_stats_tex).
+            "input_norm": "tile",
+            "pool": "stats",
+            "texture_weight": 4.0,
+            "augment": {
+                "jitter_prob": 0.0,
+                "stretch_prob": 0.8,
+                "gradient_prob": 0.5,
+                "haze_prob": 0.3,
+                "stripe_prob": 0.3,
+                "stripe_std": 0.1,
+                "resolution_prob": 0.8,
+                "resolution_max": 4.0,
+            },
+        },
+        "embed": {"chunk_rows": 256, "batch_size": 128},
+        "cluster": {"k": [4, 7, 10], "batch_size": 512, "max_iter": 100, "num_actors": 2},
+        # `antssl evaluate`: the surface-type label raster written beside each scene.
+        "evaluate": {
+            "labels": "{scene_id}_labels.tif",
+            "label_kind": "classes",
+            "ignore": 0,
+            "class_names": {k: v for k, v in SAMPLE_CLASSES.items() if k != 0},
+            "kmeans_k": [2, len(SAMPLE_CLASSES) - 1],
+        },
+    }
+
+
+def write_sample(out: Path, **kwargs: Any) -> Path:
+    """Sample scenes under ``out`` and their config (``out/config.yaml``); returns its path."""
+    from antssl.sample import write_sample_data
+
+    data = write_sample_data(out, **kwargs)
+    cfg_path = out / "config.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump(sample_config(data.root, out / "workspace"), sort_keys=False)
+    )
+    log.info("wrote %d scene(s), labels, coastline and mask to %s", len(data.scenes), data.root)
+    return cfg_path
+
+
+def run_demo(root: Path, scenes: int = 3, heldout_scenes: int = 6) -> tuple[Path, dict[str, str]]:
+    """Sample scenes (+ held-out scenes that no stage reads), then the whole pipeline.
+
+    Returns the config path and the pipeline's {stage: URI}.
+    """
+    from antssl.sample import HELDOUT_SEED_OFFSET, HELDOUT_SITE, write_sample_data
+
+    data = write_sample_data(root / "sample", n_scenes=scenes)
+    cfg_path = root / "config.yaml"
+    cfg = sample_config(data.root, root / "workspace")
+    if heldout_scenes:
+        # scenes of the same coast that no stage sees: `antssl evaluate` scores these, so
+        # the quality figures are not measured on the pretraining tiles
+        held = write_sample_data(
+            root / "heldout",
+            n_scenes=heldout_scenes,
+            first_scene=scenes,
+            site=HELDOUT_SITE,  # another stretch of coast, other scene seeds
+            scene_seed=HELDOUT_SEED_OFFSET,
+        )
+        cfg["evaluate"]["scenes"] = {"glob": f"file://{held.root.absolute()}/scene_*[0-9].tif"}
+        # the probe is fitted on the pretraining scenes and scored on the held-out ones
+        cfg["evaluate"]["probe_fit_scenes"] = cfg["scenes"]
+        log.info("held-out scenes for `antssl evaluate`: %s (%d scenes)", held.root, heldout_scenes)
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    log.info("sample data: %s (%d scenes); config: %s", data.root, len(data.scenes), cfg_path)
+    return cfg_path, run_pipeline(load_config(str(cfg_path)))

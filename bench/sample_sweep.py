@@ -1,0 +1,415 @@
+"""Pretraining recipes against the scene shortcut on the sample data (issue 13), in plain torch.
+
+Writes sample scenes (antssl.sample.write_sample_data) for three roles, each from its own
+site and scene seed, so a recipe is *chosen* on scenes other than those it is *reported* on:
+
+    pretrain   site 0 (wilhelm_ii_land), scene seed 0     no labels used
+    val        site 2 (eights_coast),    scene seed 500   recipes are selected here
+    test       site 1 (dronning_maud_land), seed 1000     the figures reported (held out)
+
+cuts 64 px tiles at stride 32 (at most 10 % nodata; labelled tiles = majority class
+covering >= 60 %, as configs/sample.yaml), trains each recipe for ``train.steps`` steps
+with the project's model, augmentations, objective and step (antssl.ssl.forward_step, the
+Ray loop's step, on tiles held in memory; no Ray), embeds the val and test tiles and
+scores them with the evaluate stage's own functions (antssl.evaluate.scoring:
+other-scene P@10 balanced, same-scene rate@10 and its chance, k-means NMI at k = number
+of classes present with 10 restarts) beside the stage's baselines (texture,
+intensity_stats, random backbone). A recipe's post-hoc variants (whitening, per-scene
+centring, nuisance projection: antssl.ssl.whiten) are fitted on the scored tiles' own
+embeddings and scene ids, without labels, as the embed stage would fit them on its rows.
+
+    flock /tmp/antssl-heavy.lock .venv/bin/python bench/sample_sweep.py \\
+        --recipes default,tile_nuis --seeds 0,1,2 --json runs/sweep.jsonl
+    .venv/bin/python bench/sample_sweep.py --summary runs/sweep.jsonl   # tables only
+
+Recipes are train-section overrides of configs/sample.yaml's (``RECIPES`` below); ``norm``
+is the input normalisation: ``dataset`` (the run's per-band statistics, as today),
+``scene`` (each scene's own per-band 2nd/50th/98th percentiles: ``(x - p50) / (p98 -
+p2)``, robust per-scene normalisation). Development only; CPU by default (``--threads 2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import yaml
+
+from antssl.config import EvaluateConfig, TrainConfig
+from antssl.evaluate import baselines
+from antssl.evaluate.features import Method, zscore
+from antssl.evaluate.labels import cut_windows, majority_labels
+from antssl.evaluate.scoring import kmeans_figures, retrieval_figures
+from antssl.evaluate.tileset import EvalTiles
+from antssl.sample import write_sample_data
+from antssl.ssl import (
+    Augment,
+    augment_config,
+    build_model,
+    build_model_from_spec,
+    build_objective,
+    forward_step,
+    lr_lambda,
+    model_spec,
+)
+from antssl.ssl.whiten import fit_whitening
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS: dict[str, dict[str, int]] = {
+    "pretrain": {"site": 0, "scene_seed": 0},
+    "val": {"site": 2, "scene_seed": 500},
+    "test": {"site": 1, "scene_seed": 1000},
+}
+SIZE, STRIDE, MAX_NODATA, MIN_PURITY = 64, 32, 0.1, 0.6
+
+NUIS: dict[str, Any] = {
+    "stretch_prob": 0.8,
+    "gamma": 2.0,
+    "gain": 1.5,
+    "offset": 0.5,
+    "gradient_prob": 0.5,
+    "gradient": 1.0,
+    "shading": 0.3,
+    "haze_prob": 0.3,
+    "haze": 0.5,
+    "stripe_prob": 0.3,
+    "stripe_std": 0.1,
+    "resolution_prob": 0.5,
+    "resolution_max": 2.0,
+}
+NUIS4: dict[str, Any] = {**NUIS, "resolution_prob": 0.8, "resolution_max": 4.0}
+# NUIS4 with the sensor nuisances as strong as the archive's spread: noise, blur, striping
+NUIS_STRONG: dict[str, Any] = {
+    **NUIS4,
+    "noise_prob": 0.8,
+    "noise_std": 0.3,
+    "blur_prob": 0.8,
+    "blur_sigma": (0.1, 2.5),
+    "stripe_prob": 0.5,
+    "stripe_std": 0.3,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    # configs/sample.yaml's train section as it is (dataset norm, jitter off)
+    "default": {},
+    "tile": {"input_norm": "tile"},
+    "nuis": {"augment": NUIS},
+    "tile_nuis": {"input_norm": "tile", "augment": NUIS},
+    "tile_nuis_stats": {"input_norm": "tile", "pool": "stats", "augment": NUIS},
+    "tile_nuis_stats_tex": {
+        "input_norm": "tile",
+        "pool": "stats",
+        "texture_weight": 4.0,
+        "augment": NUIS,
+    },
+    "tile_stats_tex": {"input_norm": "tile", "pool": "stats", "texture_weight": 4.0},
+    "tile_nuis_vicreg": {"input_norm": "tile", "objective": "vicreg", "augment": NUIS},
+    "scene_nuis": {"norm": "scene", "augment": NUIS},
+    "scene_nuis_stats": {"norm": "scene", "pool": "stats", "augment": NUIS},
+    "tile_nuis4_stats": {"input_norm": "tile", "pool": "stats", "augment": NUIS4},
+    "tile_nuis4_stats_tex": {
+        "input_norm": "tile",
+        "pool": "stats",
+        "texture_weight": 4.0,
+        "augment": NUIS4,
+    },
+    "nuis_jitter": {"augment": {**NUIS, "jitter_prob": 0.8, "jitter_per_band": True}},
+    "tile_strong_stats_tex": {
+        "input_norm": "tile",
+        "pool": "stats",
+        "texture_weight": 4.0,
+        "augment": NUIS_STRONG,
+    },
+    "tile_strong_stats": {"input_norm": "tile", "pool": "stats", "augment": NUIS_STRONG},
+}
+POSTS: dict[str, dict[str, Any] | None] = {
+    "raw": None,
+    "scene_center": {"center": "scene", "whiten": False},
+    "white": {"center": "global", "whiten": True, "shrink": 0.1},
+    "nap2": {"center": "global", "nuisance_dims": 2, "whiten": False},
+}
+
+
+# ------------------------------------------------------------------------- data
+
+
+def _data(cache: Path, n_scenes: int, size: int) -> dict[str, dict[str, np.ndarray]]:
+    """Tiles of each role: pixels (n, C, 64, 64) reflectance, valid, label, scene."""
+    out = {}
+    for role, kw in SPLITS.items():
+        npz = cache / f"{role}-{n_scenes}x{size}.npz"
+        if not npz.exists():
+            folder = cache / f"{role}-{n_scenes}x{size}"
+            t0 = time.perf_counter()
+            sample = write_sample_data(folder, n_scenes=n_scenes, size=size, **kw)
+            parts = [_cut(p, q) for p, q in zip(sample.scenes, sample.labels, strict=True)]
+            arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            np.savez_compressed(npz, **arrays)
+            print(f"data: {role}: {len(arrays['label'])} tiles, "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        d = np.load(npz)
+        out[role] = {k: d[k] for k in d.files}
+    return out
+
+
+def _cut(scene: Path, labels: Path) -> dict[str, np.ndarray]:
+    with rasterio.open(scene) as ds:
+        img = ds.read().astype(np.float32)
+    with rasterio.open(labels) as ds:
+        lab = ds.read(1)
+    h, w = lab.shape
+    r, c = np.meshgrid(np.arange(0, h - SIZE + 1, STRIDE), np.arange(0, w - SIZE + 1, STRIDE))
+    r, c = r.ravel(), c.ravel()
+    pix = np.stack([cut_windows(b, r, c, SIZE) for b in img], axis=1)  # (n, C, S, S)
+    valid = (pix > 0).all(axis=1)
+    keep = (~valid).mean(axis=(1, 2)) <= MAX_NODATA
+    win = np.where(valid, cut_windows(lab, r, c, SIZE), 0)
+    y = majority_labels(win, ignore=0, min_purity=MIN_PURITY).label
+    return {
+        "pixels": pix[keep] / 10_000.0,
+        "valid": valid[keep],
+        "label": y[keep].astype(np.int64),
+        "scene": np.full(int(keep.sum()), scene.stem),
+    }
+
+
+def _normalise(d: dict[str, np.ndarray], how: str, stats: tuple[np.ndarray, np.ndarray]):
+    """Model input (n, C, H, W) float32, nodata 0: dataset statistics or per-scene percentiles."""
+    x = d["pixels"].astype(np.float32).copy()
+    valid = d["valid"][:, None]
+    if how == "dataset":
+        mean, std = stats
+        x = (x - mean[None, :, None, None]) / std[None, :, None, None]
+    elif how == "scene":
+        for s in np.unique(d["scene"]):
+            rows = d["scene"] == s
+            for b in range(x.shape[1]):
+                v = x[rows, b][d["valid"][rows]]
+                p2, p50, p98 = np.percentile(v, [2, 50, 98])
+                x[rows, b] = (x[rows, b] - p50) / max(p98 - p2, 1e-6)
+    else:
+        raise SystemExit(f"unknown norm {how!r}")
+    return np.where(valid, x, 0.0).astype(np.float32)
+
+
+def _stats(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    px = np.moveaxis(d["pixels"], 1, -1)[d["valid"]]  # (pixels, C)
+    return px.mean(axis=0), px.std(axis=0)
+
+
+# ------------------------------------------------------------------------ train
+
+
+def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfig, str]:
+    base = yaml.safe_load((ROOT / "configs/sample.yaml").read_text())["train"]
+    over = copy.deepcopy(RECIPES[recipe])
+    norm = over.pop("norm", "dataset")
+    aug = {**base.get("augment", {}), **over.pop("augment", {})}
+    cfg = {**base, **over, "augment": aug, "seed": seed, "num_workers": 1}
+    if steps:
+        cfg["steps"] = steps
+        cfg["warmup_steps"] = min(cfg.get("warmup_steps", 20), steps // 10)
+    return TrainConfig(**cfg), norm
+
+
+def _train(t: TrainConfig, x: np.ndarray) -> torch.nn.Module:
+    """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step."""
+    torch.manual_seed(t.seed)
+    model = build_model(t, x.shape[1])
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
+    loss_fn, aug = build_objective(t), Augment(augment_config(t))
+    gen, pick = torch.Generator(), np.random.default_rng(t.seed)
+    tiles = torch.from_numpy(x)
+    model.train()
+    for step in range(t.steps):
+        gen.manual_seed(t.seed + 1_000_003 * step)
+        xb = tiles[pick.integers(0, len(tiles), t.batch_size)]
+        loss, _ = forward_step(model, loss_fn, aug, xb, gen, t.texture_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if not torch.isfinite(loss):
+            raise SystemExit(f"diverged at step {step}")
+    return model.eval()
+
+
+# ------------------------------------------------------------------------ score
+
+
+def _tiles(d: dict[str, np.ndarray]) -> EvalTiles:
+    keep = d["label"] >= 0
+    return EvalTiles.from_arrays(
+        d["label"][keep], d["scene"][keep], d["pixels"][keep], d["valid"][keep]
+    )
+
+
+def _score(name: str, x: np.ndarray, t: EvalTiles, metric: str = "cosine") -> dict[str, float]:
+    """The evaluate stage's retrieval and k-means figures (k = classes present, 10 restarts)."""
+    k_cls = len(np.unique(t.label))
+    ev = EvaluateConfig(kmeans_k=[k_cls], kmeans_restarts=10, baselines=[])
+    m = Method(name, x.astype(np.float32), metric)  # type: ignore[arg-type]
+    fig = {**retrieval_figures(m, t, ev, None), **kmeans_figures(m, t, ev, None)}
+    return {
+        "p10": fig["P@10 balanced"][0],
+        "p10_chance": float(fig["P@10 balanced"][1].rsplit("chance=", 1)[1]),
+        "same": fig["same-scene rate@10"][0],
+        "chance": fig["same-scene chance@10"][0],
+        "nmi": fig[f"k={k_cls} NMI"][0],
+        "k": k_cls,
+        "n": len(t),
+    }
+
+
+def _embed(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return baselines.model_features(model, x, 256)
+
+
+def _emit(rows: list[dict[str, Any]], out: str | None, row: dict[str, Any]) -> None:
+    rows.append(row)
+    print(
+        f"{row['method']:<28} seed {row['seed']} {row['split']:<4} P@10 {row['p10']:.3f} "
+        f"NMI {row['nmi']:.3f} same {row['same']:.3f} (chance {row['chance']:.3f})",
+        flush=True,
+    )
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def run(a: argparse.Namespace) -> list[dict[str, Any]]:
+    data = _data(Path(a.cache), a.scenes, a.size)
+    stats = _stats(data["pretrain"])
+    sets = {s: _tiles(data[s]) for s in ("val", "test")}
+    for s, t in sets.items():
+        counts = dict(zip(*np.unique(t.label, return_counts=True), strict=True))
+        print(f"{s}: {len(t)} labelled tiles, {len(set(t.scene_id))} scenes, classes {counts}")
+    rows: list[dict[str, Any]] = []
+    seeds = [int(s) for s in a.seeds.split(",")]
+    if a.baselines:
+        for s, t in sets.items():
+            # A perfect surface classifier: one-hot labels, ties broken at random. Its
+            # same-scene rate is the floor the surface mix of these scenes allows.
+            rng = np.random.default_rng(0)
+            onehot = (t.label[:, None] == np.unique(t.label)[None]).astype(np.float32)
+            onehot += 1e-3 * rng.standard_normal(onehot.shape).astype(np.float32)
+            _emit(rows, a.json, {"method": "label_oracle", "seed": 0, "split": s,
+                                 **_score("label_oracle", onehot, t)})  # fmt: skip
+            for name, fn in (
+                ("texture", baselines.texture_features),
+                ("intensity_stats", baselines.intensity_stats),
+            ):
+                r = _score(name, zscore(fn(t.pixels)), t)
+                _emit(rows, a.json, {"method": name, "seed": 0, "split": s, **r})
+        for recipe in ("default", "tile_nuis_stats"):  # random backbone, avg and stats pool
+            for seed in seeds:
+                tc, norm = _train_config(recipe, seed, a.steps)
+                spec = model_spec(tc, 3)
+                for s, t in sets.items():
+                    x = _normalise(data[s], norm, stats)[data[s]["label"] >= 0]
+                    f = baselines.random_backbone_features(
+                        x, lambda spec=spec: build_model_from_spec(spec), seed
+                    )
+                    r = _score("random", f, t)
+                    name = f"random_backbone[{recipe}]"
+                    _emit(rows, a.json, {"method": name, "seed": seed, "split": s, **r})
+    for recipe in [r for r in a.recipes.split(",") if r]:
+        for seed in seeds:
+            tc, norm = _train_config(recipe, seed, a.steps)
+            x_train = _normalise(data["pretrain"], norm, stats)
+            t0 = time.perf_counter()
+            model = _train(tc, x_train)
+            train_s = time.perf_counter() - t0
+            for s, t in sets.items():
+                z = _embed(model, _normalise(data[s], norm, stats)[data[s]["label"] >= 0])
+                for post, kw in ((p, POSTS[p]) for p in a.posts.split(",")):
+                    f = z if kw is None else fit_whitening(z, t.scene_id, **kw).apply(z, t.scene_id)
+                    r = _score(recipe, f, t)
+                    row = {"method": f"{recipe}+{post}", "recipe": recipe, "post": post,
+                           "seed": seed, "split": s, "train_s": round(train_s, 1), **r}  # fmt: skip
+                    _emit(rows, a.json, row)
+    return rows
+
+
+# ---------------------------------------------------------------------- summary
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Per method: mean ± std over seeds of each metric, val and test side by side; the
+    recipe selected on val (best mean of P@10 and NMI among those at most 2x chance)."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["method"], r["split"]), []).append(r)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+
+    def cell(m: str, s: str, key: str) -> str:
+        v = [r[key] for r in by.get((m, s), [])]
+        if not v:
+            return ""
+        return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+    lines = [
+        "| method | seeds | val P@10 bal | val NMI | val same@10 | test P@10 bal | test NMI "
+        "| test same@10 | test chance |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        n = len(by.get((m, "test"), []))
+        cells = [cell(m, s, k) for s in ("val", "test") for k in ("p10", "nmi", "same")]
+        lines.append(f"| {m} | {n} | " + " | ".join(cells) + f" | {cell(m, 'test', 'chance')} |")
+
+    def val_score(m: str) -> tuple[bool, float]:
+        v = by.get((m, "val"), [])
+        ok = bool(v) and all(r["same"] <= 2 * r["chance"] for r in v)
+        return ok, float(np.mean([(r["p10"] + r["nmi"]) / 2 for r in v])) if v else -1.0
+
+    learned = [m for m in methods if "+" in m]
+    if learned:
+        best = max(learned, key=val_score)
+        ok, score = val_score(best)
+        note = "" if ok else "; no method is at most 2x chance on val: best score regardless"
+        lines += ["", f"selected on val (mean of P@10 bal. and NMI): {best} ({score:.3f}{note})"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipes", default="default,tile_nuis", help=f"of {', '.join(RECIPES)}")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=None, help="override train.steps")
+    ap.add_argument("--scenes", type=int, default=6, help="scenes per role")
+    ap.add_argument("--size", type=int, default=512, help="scene edge (px)")
+    ap.add_argument("--baselines", action="store_true", help="score the baselines too")
+    ap.add_argument("--posts", default=",".join(POSTS), help=f"post-hoc steps, of {list(POSTS)}")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep"))
+    ap.add_argument("--json", help="append one JSON line per scored method here")
+    ap.add_argument("--summary", help="only print the summary of this JSON-lines file")
+    a = ap.parse_args(argv)
+    if a.summary:
+        rows = [json.loads(line) for line in Path(a.summary).read_text().splitlines() if line]
+        print(summary(rows), end="")
+        return 0
+    unknown = [r for r in a.recipes.split(",") if r and r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    torch.set_num_threads(a.threads)
+    Path(a.cache).mkdir(parents=True, exist_ok=True)
+    rows = run(a)
+    print(summary(rows), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

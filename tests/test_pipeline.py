@@ -76,6 +76,10 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
     out = "".join(capsys.readouterr())
     assert "nothing to do" in out and "keeping it" in out
+    # every stage on its own: done, it leaves its output alone; --force writes it again
+    _each_stage_skips_when_done_and_reruns_when_forced(cfg_path, ws)
+    capsys.readouterr()
+    labels = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)["cluster"][:]
     # scale out: a second batch of scenes along the same coast
     write_sample_data(tmp_path / "sample", n_scenes=2, size=384, first_scene=2)
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
@@ -117,15 +121,10 @@ MARKERS = {
 }
 
 
-def test_every_stage_skips_when_done_and_reruns_when_forced(tmp_path: Path) -> None:
-    from antssl.sample import write_sample_data
+def _each_stage_skips_when_done_and_reruns_when_forced(cfg_path: Path, ws: Path) -> None:
     from antssl.stages import PIPELINE
 
     assert [s.name for s in PIPELINE] == list(MARKERS)
-    data = write_sample_data(tmp_path / "sample", n_scenes=2, size=384)
-    cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump({**sample_config(data.root, tmp_path / "ws"), **FAST}))
-    ws = tmp_path / "ws"
 
     def stamps() -> dict[str, int | None]:
         return {
@@ -133,7 +132,6 @@ def test_every_stage_skips_when_done_and_reruns_when_forced(tmp_path: Path) -> N
             for s, f in MARKERS.items()
         }
 
-    assert main(["pipeline", "--config", str(cfg_path)]) == 0
     before = stamps()
     assert None not in before.values()
     for stage in PIPELINE:  # done: each stage leaves its output alone

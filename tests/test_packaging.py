@@ -1,0 +1,53 @@
+"""Every third-party module the package imports is a declared runtime dependency (not only
+in the test extra), so `pip install antssl` without extras runs every command."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import antssl
+
+ROOT = Path(antssl.__file__).parent.parent
+# Imported through a declared dependency that owns them (the reason, not a guess):
+PROVIDED_BY = {
+    "fastapi": "ray",  # ray[serve]
+    "starlette": "ray",  # ray[serve], via fastapi
+    "affine": "rasterio",  # rasterio's transform type
+}
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _imported_top_level() -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / "antssl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m not in {"antssl"}}
+
+
+def test_every_imported_package_is_a_runtime_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(r) for r in project["dependencies"]}
+    dists = packages_distributions()
+    missing = {}
+    for module in sorted(_imported_top_level()):
+        owners = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        if module in PROVIDED_BY:
+            assert PROVIDED_BY[module] in declared, module
+            continue
+        if not owners & declared:
+            missing[module] = sorted(owners)
+    assert not missing, f"imported but not in [project].dependencies: {missing}"
+    test_only = {_requirement_name(r) for r in project["optional-dependencies"]["test"]}
+    assert "httpx" in declared and "httpx" not in test_only  # the CLI imports the client

@@ -109,7 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _config(args),
         serve_args,
         on_ready=lambda url: print(
-            f"antssl service on {url} (OpenAPI: {url}/docs); Ctrl-C stops it", flush=True
+            f"antssl service on {url} (OpenAPI: {url}/docs); Ctrl-C stops it\n"
+            f"map viewer: {url}/map",
+            flush=True,
         ),
     )
 

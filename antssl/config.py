@@ -45,6 +45,11 @@ class ScenesConfig(_Section):
 
     uris: list[str] = Field(default_factory=list, description="Explicit scene URIs.")
     glob: str | None = Field(None, description="A glob or prefix, e.g. s3://bucket/scenes/*.tif.")
+    exclude: list[str] = Field(
+        default_factory=lambda: ["*_label.*", "*_labels.*", "*_mask.*", "*_masks.*"],
+        description="File-name glob patterns (case-insensitive) that scenes.glob leaves out: "
+        "label and mask rasters beside the scenes; evaluate.labels is left out as well.",
+    )
     stac: str | None = Field(None, description="A STAC ItemCollection JSON file (URI).")
     stac_asset: str | None = Field(
         None, description="Asset key to use in each STAC item; the first GeoTIFF asset when unset."
@@ -152,7 +157,9 @@ class AugmentSettings(_Section):
         (0.35, 1.0), description="Random resized crop's area range, as a fraction of the tile."
     )
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    jitter_prob: float = Field(0.8, ge=0, le=1)
+    jitter_prob: float = Field(
+        0.0, ge=0, le=1, description="Brightness/contrast jitter (stretch_prob models it per band)."
+    )
     brightness: float = Field(0.4, ge=0)
     contrast: float = Field(0.4, ge=0, lt=1)
     jitter_per_band: bool = False
@@ -163,28 +170,28 @@ class AugmentSettings(_Section):
     noise_prob: float = Field(0.5, ge=0, le=1)
     noise_std: float = Field(0.1, ge=0)
     band_drop_prob: float = Field(0.2, ge=0, le=1)
-    # Scene nuisances (off by default; see antssl.ssl.augment and docs/evaluation.md).
+    # Scene nuisances (antssl.ssl.augment; chosen on held-out sample scenes, bench/RESULTS.md §5b).
     resolution_prob: float = Field(
-        0.0, ge=0, le=1, description="Coarser pixel size: resample to H/f px and back."
+        0.8, ge=0, le=1, description="Coarser pixel size: resample to H/f px and back."
     )
-    resolution_max: float = Field(2.0, ge=1, description="Largest pixel-size factor f.")
-    haze_prob: float = Field(0.0, ge=0, le=1, description="Haze veil: blend toward a bright field.")
+    resolution_max: float = Field(4.0, ge=1, description="Largest pixel-size factor f.")
+    haze_prob: float = Field(0.3, ge=0, le=1, description="Haze veil: blend toward a bright field.")
     haze: float = Field(0.5, ge=0, lt=1, description="Largest haze blend weight.")
     gradient_prob: float = Field(
-        0.0, ge=0, le=1, description="Illumination: a linear ramp plus low-frequency shading."
+        0.5, ge=0, le=1, description="Illumination: a linear ramp plus low-frequency shading."
     )
     gradient: float = Field(1.0, ge=0, description="Largest ramp amplitude (peak to peak).")
     shading: float = Field(0.3, ge=0, description="Largest shading std.")
     stretch_prob: float = Field(
-        0.0, ge=0, le=1, description="Per-band gamma (on the tile's own range), gain and offset."
+        0.8, ge=0, le=1, description="Per-band gamma (on the tile's own range), gain and offset."
     )
     gamma: float = Field(2.0, ge=1, description="Gamma drawn log-uniformly in [1/gamma, gamma].")
     gain: float = Field(1.5, ge=1, description="Gain drawn log-uniformly in [1/gain, gain].")
     offset: float = Field(0.5, ge=0, description="Offset drawn from U[-offset, offset].")
     stripe_prob: float = Field(
-        0.0, ge=0, le=1, description="Detector striping: an offset per column (or row) and band."
+        0.3, ge=0, le=1, description="Detector striping: an offset per column (or row) and band."
     )
-    stripe_std: float = Field(0.15, ge=0, description="Largest stripe std.")
+    stripe_std: float = Field(0.1, ge=0, description="Largest stripe std.")
 
 
 class TrainConfig(_Section):
@@ -196,13 +203,13 @@ class TrainConfig(_Section):
     embed_dim: int = Field(128, ge=8)
     proj_dim: int = Field(128, ge=8)
     input_norm: Literal["dataset", "tile"] = Field(
-        "dataset",
+        "tile",
         description="dataset: tiles as normalised by the run's per-band statistics (brightness "
         "and band ratios are features); tile: also standardised per tile and band inside the "
         "model, for archives whose scenes were contrast-stretched one by one (e.g. MOA).",
     )
     pool: Literal["avg", "stats"] = Field(
-        "avg",
+        "stats",
         description="avg: average-pool the last stage, then a linear layer to embed_dim; "
         "stats: mean and std of the stem's and every stage's maps (a texture descriptor of "
         "2 x width x 2**stages values; embed_dim is then ignored).",
@@ -210,12 +217,20 @@ class TrainConfig(_Section):
     objective: str = "simclr"
     temperature: float = Field(0.2, gt=0)
     texture_weight: float = Field(
-        0.0,
+        4.0,
         ge=0,
         description="Weight of an auxiliary target added to the objective: the embedding "
         "regresses hand-made texture statistics of each view (gradient magnitude, "
         "orientation coherence, Laplacian, at 1/2/4 px; antssl.ssl.texture), as masked "
         "feature prediction does with HOG. 0: off.",
+    )
+    cross_scene_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of the objective whose positives come from other scenes: each "
+        "tile's nearest tile of another scene in the batch (NNCLR restricted to other "
+        "scenes; antssl.ssl.step.forward_step). 0: off.",
     )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     batch_size: int = Field(64, ge=2, description="Global batch size (split over workers).")
@@ -230,6 +245,12 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0, description="Worker-group restarts a run survives.")
     log_every: int = Field(10, ge=1, description="Steps between progress reports.")
     num_to_keep: int = Field(3, ge=1, description="Checkpoints kept on the workspace.")
+    shuffle_buffer: int = Field(
+        1024,
+        ge=0,
+        description="Tiles each worker holds to shuffle its batches; with the blocks read in "
+        "a random order, batches mix scenes. 0: batches in stream order.",
+    )
     materialize: bool = Field(
         True, description="Hold the tile dataset in the object store across epochs (no re-reads)."
     )

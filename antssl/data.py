@@ -17,6 +17,7 @@ of ``data.batch_tiles`` rows::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from antssl.reader import BandStats
 from antssl.scenes import SceneInfo, open_raster
 
 COLS_PER_TASK = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,47 @@ class TileDatasource(Datasource):
             )
             tasks.append(ReadTask(read_fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks
+
+
+def readable_scenes(
+    catalog: pd.DataFrame, infos: dict[str, SceneInfo], config: Config, stage: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The catalog rows of scenes still readable now, and ``{scene_id: why}`` of the others.
+
+    Each scene of the catalog is opened and its last block read (:func:`check_readable`),
+    in parallel, before ``stage`` streams tiles: a scene truncated, replaced or removed
+    since ``antssl tiles`` follows ``scenes.on_bad_scene``. ``fail`` raises one
+    :class:`SceneReadError` naming every bad scene, its URI and GDAL's cause; ``skip``
+    logs one warning per bad scene and leaves its tiles out.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from antssl.errors import SceneReadError
+    from antssl.scenes import check_readable
+
+    ids = [str(s) for s in pd.unique(catalog["scene_id"])]
+
+    def check(sid: str) -> str | None:
+        try:
+            check_readable(infos[sid], config.storage)
+        except SceneReadError as err:
+            return str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(ids)))) as pool:
+        results = list(pool.map(check, ids))
+    bad = {sid: why for sid, why in zip(ids, results, strict=True) if why}
+    if not bad:
+        return catalog, {}
+    if config.scenes.on_bad_scene == "fail":
+        lines = "; ".join(f"scene {sid}: {why}" for sid, why in bad.items())
+        raise SceneReadError(
+            f"{stage}: {len(bad)} scene(s) became unreadable after `antssl tiles`: {lines} "
+            "(restore the files, or set scenes.on_bad_scene: skip to leave their tiles out)"
+        )
+    for sid, why in bad.items():
+        log.warning("%s: skipping scene %s, unreadable since `antssl tiles`: %s", stage, sid, why)
+    return catalog[~catalog["scene_id"].isin(list(bad))], bad
 
 
 def tile_dataset(

@@ -49,24 +49,11 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
             "num_workers": 2,
             "cpus_per_worker": 0.5,
             "lr": 0.002,
-            # The recipe that learns surface rather than scene on the sample archive (its
-            # scenes differ by gain/gamma, illumination, haze, striping and pixel size):
-            # per-tile input standardisation, a texture-statistics pool, and augmentations
-            # that model those nuisances. Chosen on a validation site, scored on another
-            # (bench/sample_sweep.py, bench/RESULTS.md §5b: tile_nuis4_stats_tex).
-            "input_norm": "tile",
-            "pool": "stats",
-            "texture_weight": 4.0,
-            "augment": {
-                "jitter_prob": 0.0,
-                "stretch_prob": 0.8,
-                "gradient_prob": 0.5,
-                "haze_prob": 0.3,
-                "stripe_prob": 0.3,
-                "stripe_std": 0.1,
-                "resolution_prob": 0.8,
-                "resolution_max": 4.0,
-            },
+            # The recipe is the default (antssl/config.py), chosen to learn surface rather
+            # than scene on the sample archive (its scenes differ by gain/gamma,
+            # illumination, haze, striping and pixel size): per-tile standardisation, a
+            # texture-statistics pool, the texture target, and augmentations that model
+            # those nuisances (bench/sample_sweep.py, bench/RESULTS.md §5b).
         },
         "embed": {"chunk_rows": 256, "batch_size": 128},
         "cluster": {"k": [4, 7, 10], "batch_size": 512, "max_iter": 100, "num_actors": 2},

@@ -1,9 +1,15 @@
 """The workspace's pretrained encoder: the pretrain stage's completion marker, and loading it.
 
 ``<workspace>/checkpoints/latest.json`` names the final checkpoint of the last finished
-pretraining run (``run``, ``checkpoint`` URI, ``step``). The embed stage, the evaluate
+pretraining run (``run``, ``checkpoint``, ``step``). The embed stage, the evaluate
 stage and the service's Embedder read it through this module. No Ray here: loading a
 model for embedding must not pull in Ray Train.
+
+The marker (and the embeddings store's attrs) name the checkpoint relative to the
+workspace (``checkpoints/<run>/checkpoint_…``), so a workspace copied elsewhere (another
+bucket, local disk to S3) still finds its encoder; :func:`read_latest` returns it
+resolved against the workspace it was read from. Absolute URIs written by older versions
+are still read as they are.
 """
 
 from __future__ import annotations
@@ -27,13 +33,31 @@ def latest_uri(config: Config, root: str | None = None) -> str:
     return storage.join(base, "latest.json")
 
 
+def relative_ref(uri: str, root: str) -> str:
+    """``uri`` relative to the workspace ``root`` when it lies under it, else ``uri``."""
+    base = storage.join(root, "")
+    norm = storage.normalize_uri(uri)
+    return norm[len(base) :] if norm.startswith(base) else uri
+
+
+def resolve_ref(ref: str, root: str) -> str:
+    """A reference written by :func:`relative_ref` as a URI under the workspace ``root``
+    (absolute URIs and paths unchanged)."""
+    if "://" in ref or ref.startswith("/"):
+        return ref
+    return storage.join(root, ref)
+
+
 def read_latest(config: Config, root: str | None = None) -> dict[str, Any] | None:
     """The completion marker of the last finished pretraining run under ``root`` (default:
-    the config's workspace), or None."""
+    the config's workspace), or None; its ``checkpoint`` resolved to a URI under ``root``."""
     uri = latest_uri(config, root)
     if not storage.exists(uri, config.storage):
         return None
-    return dict(json.loads(storage.read_text(uri, config.storage)))
+    done = dict(json.loads(storage.read_text(uri, config.storage)))
+    if isinstance(done.get("checkpoint"), str):
+        done["checkpoint"] = resolve_ref(done["checkpoint"], root or config.workspace)
+    return done
 
 
 def require_latest(config: Config) -> dict[str, Any]:

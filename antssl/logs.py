@@ -47,15 +47,36 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure(verbose: bool = False, stream: IO[str] | None = None) -> None:
+def configure(
+    verbose: bool = False, stream: IO[str] | None = None, propagate: bool | None = None
+) -> None:
     """Show antssl's lines at INFO (DEBUG when ``verbose``) on ``stream`` (stderr).
 
-    Idempotent: calling it again replaces antssl's handler (one at a time).
+    ``propagate=False`` keeps the lines from the root logger as well: in a process whose
+    root logger already prints to the console (a Ray Train worker), each line would
+    otherwise appear twice. Idempotent: calling it again replaces antssl's handler (one at
+    a time).
     """
     logger = logging.getLogger(LOGGER)
+    if propagate is not None:
+        logger.propagate = propagate
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
         logger.removeHandler(old)
     handler = _Handler(stream)
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
+
+
+class RayConsoleFilter(logging.Filter):
+    """For Ray Data's console handler (driver and workers, antssl's quiet mode): drops the
+    records Ray Data hides itself (its ``hide`` attribute) and its notices that progress
+    bars are off, which antssl turns off on purpose. Everything still reaches
+    ``ray-data.log``."""
+
+    NOTICES = ("Progress bars disabled", "Progress bars for operators disabled")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "hide", False):
+            return False
+        return not str(record.msg).startswith(self.NOTICES)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import colorsys
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -24,6 +25,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from matplotlib.patches import Patch, Rectangle
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
@@ -175,9 +177,15 @@ def cluster_cog_bytes(
         "nodata": nodata,
     }
     with MemoryFile() as tmp:
-        with tmp.open(**profile) as ds:
-            ds.write(grid, 1)
+        with warnings.catch_warnings():
+            # An identity transform (a scene without a CRS: pixel coordinates) is what we mean.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = tmp.open(**profile)
+        with ds:
+            # The colour table before the pixels: set after them, GDAL cannot change the
+            # TIFF's PhotometricInterpretation any more and logs a warning per map.
             ds.write_colormap(1, colors)
+            ds.write(grid, 1)
             ds.set_band_description(1, "cluster")
             ds.update_tags(k=k, pixel=_GRID_TAG, **{str(a): b for a, b in (tags or {}).items()})
         # rasterio >= 1.4 needs GDAL >= 3.5, which always has the COG driver (GDAL 3.1+).

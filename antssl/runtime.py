@@ -1,4 +1,10 @@
-"""Connecting to Ray: a local instance by default, a cluster when RAY_ADDRESS says so."""
+"""Connecting to Ray: a local instance by default, a cluster when RAY_ADDRESS says so.
+
+Quiet by default: the console shows antssl's own lines (and its progress bars); Ray's
+progress bars, execution plans and per-report lines go to Ray's log files only
+(``/tmp/ray/session_latest/logs``: ``ray-data.log``, the workers' logs). With ``-v``
+(the ``antssl`` logger at DEBUG) Ray's console output is left as Ray sets it.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +27,25 @@ def ensure_ray(config: Config, num_cpus: int | None = None) -> None:
     otherwise starts a local instance without the dashboard.
     """
     if ray.is_initialized():
+        quiet_ray()
         return
-    env = {"env_vars": storage.worker_env(config.storage)}
+    quiet = not verbose()
+    if quiet:  # "token authentication is enabled" on every start of a local instance
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
+    logs_env = worker_log_env() if quiet else {"ANTSSL_VERBOSE": "1"}
+    env = {"env_vars": {**storage.worker_env(config.storage), **logs_env}}
     address = os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
         try:
-            ray.init(address=address, runtime_env=env, log_to_driver=True)
+            ray.init(
+                address=address,
+                runtime_env=env,
+                log_to_driver=True,  # antssl's lines from workers (pretrain's progress)
+                logging_level=logging.WARNING if quiet else logging.INFO,
+            )
         except (ConnectionError, TimeoutError, RuntimeError) as err:
             raise ClusterError(
                 f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({err}); start one with "
@@ -40,7 +58,62 @@ def ensure_ray(config: Config, num_cpus: int | None = None) -> None:
             runtime_env=env,
             logging_level=logging.WARNING,
         )
+    quiet_ray()
     log.info("ray: %s", ray.cluster_resources())
+
+
+def verbose() -> bool:
+    """Whether antssl logs at DEBUG (``antssl -v``): then Ray's chatter is shown too."""
+    return logging.getLogger("antssl").isEnabledFor(logging.DEBUG)
+
+
+def worker_log_env() -> dict[str, str]:
+    """Environment for Ray workers that keeps Ray Data's INFO lines in its log file
+    (``ray-data.log``) and off the worker's console, which Ray forwards to the driver."""
+    from importlib.resources import files
+
+    return {
+        "RAY_DATA_LOGGING_CONFIG": str(files("antssl") / "resources" / "ray-data-logging.yaml"),
+        # Ray's internals calling Ray's deprecated APIs (not ours: ours are tested clean).
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+
+
+def quiet_ray() -> None:
+    """Ray Data without console progress bars or execution plans, its INFO lines to its log
+    file only; called once Ray is up, in the driver (the settings travel with each
+    dataset to the tasks and to Ray Train's split coordinator). A no-op with ``-v``."""
+    if verbose():
+        return
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # antssl's stages draw their own
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    from ray._private.log import PlainRayHandler
+
+    from antssl.logs import RayConsoleFilter
+
+    # Ray's own console handler only: the "ray.data" logger may also hold handlers that are
+    # not Ray's (e.g. copies of the root logger's, a test's capture) - those stay as they are
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler) is PlainRayHandler:
+            handler.setLevel(logging.WARNING)
+            if not any(isinstance(f, RayConsoleFilter) for f in handler.filters):
+                handler.addFilter(RayConsoleFilter())
+
+
+def quiet_train_worker() -> None:
+    """In a Ray Train worker: Ray Train's line per ``ray.train.report`` ("Reporting training
+    result …", logged under its module's file name) stays out of the console. A no-op with
+    ``ANTSSL_VERBOSE=1`` in the worker's environment."""
+    if os.environ.get("ANTSSL_VERBOSE") == "1":
+        return
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _check_reachable(address: str) -> None:

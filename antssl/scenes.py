@@ -9,7 +9,10 @@ ItemCollection JSON file.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
+import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
@@ -18,12 +21,14 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from antssl import storage, workspace
 from antssl.config import Config, ScenesConfig, StorageConfig
 from antssl.errors import ConfigError, SceneError, SceneReadError, StageOrderError, StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,21 +74,46 @@ def open_raster(uri: str, storage_cfg: StorageConfig) -> Iterator[rasterio.Datas
     """
     norm = storage.normalize_uri(uri)
     try:
-        if norm.startswith("s3://") and storage_cfg.raster_access == "fsspec":
-            fs, _ = storage.filesystem(norm, storage_cfg)
-            with (
-                _env(storage_cfg),
-                rasterio.open(norm[len("s3://") :], opener=fs) as ds,
-            ):
-                yield ds
-        else:
-            with (
-                _env(storage_cfg),
-                rasterio.open(storage.gdal_path(norm)) as ds,
-            ):
+        with _env(storage_cfg):
+            with warnings.catch_warnings():
+                # A scene without a geotransform is refused by read_info or wanted
+                # (scenes.allow_no_crs); rasterio's warning on every open is noise.
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                if norm.startswith("s3://") and storage_cfg.raster_access == "fsspec":
+                    fs, _ = storage.filesystem(norm, storage_cfg)
+                    ds = rasterio.open(norm[len("s3://") :], opener=fs)
+                else:
+                    ds = rasterio.open(storage.gdal_path(norm))
+            with ds:
                 yield ds
     except (RasterioIOError, StorageError, FileNotFoundError) as err:
-        raise SceneReadError(f"cannot read scene {uri}: {err}") from err
+        raise SceneReadError(f"cannot read scene {uri}: {gdal_cause(err)}") from err
+
+
+def gdal_cause(err: BaseException) -> str:
+    """GDAL's own words for a failed read: rasterio raises "Read failed. See previous
+    exception for details." over a chain of GDAL errors; the innermost one says what
+    happened (``TIFFFillTile:Read error at row …; got 0 bytes, expected 62938``)."""
+    messages = []
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        messages.append(str(cur).strip())
+        cur = cur.__cause__ or cur.__context__
+    useful = [m for m in messages if m and "see previous exception" not in m.lower()]
+    return useful[-1] if useful else messages[0]
+
+
+def check_readable(info: SceneInfo, storage_cfg: StorageConfig) -> None:
+    """Open a scene and read its last internal block (all selected bands): a file truncated
+    or replaced since ``antssl tiles`` fails here, in a second, instead of deep inside a
+    Ray Data task. Raises :class:`SceneReadError` naming the scene id, its URI and GDAL's
+    cause. (A block lost in the middle of a file is only found when it is read.)"""
+    with open_raster(info.uri, storage_cfg) as ds:
+        windows = [w for _, w in ds.block_windows(1)]
+        if windows:
+            read_window(ds, info, windows[-1])
 
 
 def _env(storage_cfg: StorageConfig) -> rasterio.Env:
@@ -111,8 +141,22 @@ def discover(config: Config) -> list[tuple[str, str]]:
     if sc.glob:
         matched = storage.glob(sc.glob, config.storage)
         matched = [u for u in matched if u.lower().endswith((".tif", ".tiff", ".cog"))]
+        patterns = exclude_patterns(config)
+        left_out = [u for u in matched if excluded(u, patterns)]
+        matched = [u for u in matched if u not in left_out]
+        if left_out:
+            log.info(
+                "scenes: left out %d raster(s) matching scenes.exclude %s: %s",
+                len(left_out),
+                patterns,
+                ", ".join(PurePosixPath(u).name for u in left_out[:5])
+                + (", …" if len(left_out) > 5 else ""),
+            )
         if not matched:
-            raise ConfigError(f"scenes.glob {sc.glob!r} matches no .tif/.tiff/.cog file")
+            raise ConfigError(
+                f"scenes.glob {sc.glob!r} matches no .tif/.tiff/.cog file"
+                + (f" outside scenes.exclude {patterns}" if left_out else "")
+            )
         pairs += [(scene_id_for(u), u) for u in matched]
     if sc.stac:
         pairs += _stac_scenes(sc, config.storage)
@@ -131,6 +175,24 @@ def discover(config: Config) -> list[tuple[str, str]]:
         seen[sid] = uri
         out.append((sid, uri))
     return out
+
+
+def exclude_patterns(config: Config) -> list[str]:
+    """scenes.exclude, plus the file-name pattern of evaluate.labels when it is a bare
+    file-name template (``{scene_id}_classes.tif`` → ``*_classes.tif``)."""
+    patterns = list(config.scenes.exclude)
+    labels = config.evaluate.labels
+    if labels and "/" not in labels.replace("{scene_dir}/", ""):
+        pattern = labels.replace("{scene_dir}/", "").replace("{scene_id}", "*")
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
+def excluded(uri: str, patterns: list[str]) -> bool:
+    """Whether the file name of ``uri`` matches one of ``patterns`` (case-insensitive)."""
+    name = PurePosixPath(storage.normalize_uri(uri).split("://", 1)[-1]).name.lower()
+    return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
 
 
 def _stac_scenes(sc: ScenesConfig, storage_cfg: StorageConfig) -> list[tuple[str, str]]:
@@ -210,7 +272,7 @@ def read_window(ds: rasterio.DatasetReader, info: SceneInfo, window: Window) -> 
         return ds.read(list(info.bands), window=window)
     except RasterioIOError as err:
         raise SceneReadError(
-            f"cannot read {window} of scene {info.scene_id} ({info.uri}): {err}"
+            f"cannot read scene {info.scene_id} ({info.uri}) at {window}: {gdal_cause(err)}"
         ) from err
 
 
@@ -240,7 +302,18 @@ def check_bands(infos: dict[str, SceneInfo]) -> None:
     """ConfigError unless every scene gives the same number of bands."""
     counts = {sid: len(i.bands) for sid, i in infos.items()}
     if len(set(counts.values())) > 1:
+        groups: dict[int, list[str]] = {}
+        for sid, n in counts.items():
+            groups.setdefault(n, []).append(sid)
+        listed = "; ".join(
+            f"{n} band(s): "
+            + ", ".join(f"{sid} ({infos[sid].uri})" for sid in sids[:10])
+            + (f" and {len(sids) - 10} more" if len(sids) > 10 else "")
+            for n, sids in sorted(groups.items(), key=lambda g: -len(g[1]))
+        )
         raise ConfigError(
-            f"scenes have different band counts {counts}; set scenes.bands to choose the same "
-            "bands in every scene"
+            f"scenes have different band counts: {listed}. If some of these files are label "
+            "or mask rasters beside the scenes, leave them out with scenes.exclude (file-name "
+            "globs, e.g. ['*_labels.*', '*_mask.*']); if all are scenes, set scenes.bands to "
+            "choose the same bands in every scene"
         )

@@ -62,6 +62,7 @@ from antssl.ssl import (
     lr_lambda,
     model_spec,
 )
+from antssl.ssl.adversary import SceneAdversary
 from antssl.ssl.whiten import fit_whitening
 
 warnings.filterwarnings("ignore")
@@ -99,6 +100,12 @@ NUIS_STRONG: dict[str, Any] = {
     "stripe_prob": 0.5,
     "stripe_std": 0.3,
 }
+_CHOSEN: dict[str, Any] = {  # tile_nuis4_stats_tex, the chosen recipe of the last sweep
+    "input_norm": "tile",
+    "pool": "stats",
+    "texture_weight": 4.0,
+    "augment": NUIS4,
+}
 RECIPES: dict[str, dict[str, Any]] = {
     # configs/sample.yaml's train section as it is (dataset norm, jitter off)
     "default": {},
@@ -131,6 +138,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": NUIS_STRONG,
     },
     "tile_strong_stats": {"input_norm": "tile", "pool": "stats", "augment": NUIS_STRONG},
+    # positives from other scenes: each tile's nearest other-scene tile in the batch
+    "cross50": {**_CHOSEN, "cross_scene_weight": 0.5},
+    "cross100": {**_CHOSEN, "cross_scene_weight": 1.0},
+    # a scene classifier behind a gradient reversal (DANN) on the embedding
+    "adv03": {**_CHOSEN, "adversary": 0.3},
+    "adv1": {**_CHOSEN, "adversary": 1.0},
+    "adv3": {**_CHOSEN, "adversary": 3.0},
 }
 POSTS: dict[str, dict[str, Any] | None] = {
     "raw": None,
@@ -143,16 +157,19 @@ POSTS: dict[str, dict[str, Any] | None] = {
 # ------------------------------------------------------------------------- data
 
 
-def _data(cache: Path, n_scenes: int, size: int) -> dict[str, dict[str, np.ndarray]]:
-    """Tiles of each role: pixels (n, C, 64, 64) reflectance, valid, label, scene."""
+def _data(
+    cache: Path, n_scenes: int, size: int, gsd: float = 0.0
+) -> dict[str, dict[str, np.ndarray]]:
+    """Tiles of each role: pixels (n, C, 64, 64) reflectance, valid, label, scene; with
+    ``gsd`` > 0 every scene is first resampled to that pixel size (metres)."""
     out = {}
     for role, kw in SPLITS.items():
-        npz = cache / f"{role}-{n_scenes}x{size}.npz"
+        npz = cache / (f"{role}-{n_scenes}x{size}" + (f"-gsd{gsd:g}" if gsd else "") + ".npz")
         if not npz.exists():
             folder = cache / f"{role}-{n_scenes}x{size}"
             t0 = time.perf_counter()
             sample = write_sample_data(folder, n_scenes=n_scenes, size=size, **kw)
-            parts = [_cut(p, q) for p, q in zip(sample.scenes, sample.labels, strict=True)]
+            parts = [_cut(p, q, gsd) for p, q in zip(sample.scenes, sample.labels, strict=True)]
             arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             np.savez_compressed(npz, **arrays)
             print(f"data: {role}: {len(arrays['label'])} tiles, "
@@ -162,11 +179,17 @@ def _data(cache: Path, n_scenes: int, size: int) -> dict[str, dict[str, np.ndarr
     return out
 
 
-def _cut(scene: Path, labels: Path) -> dict[str, np.ndarray]:
+def _cut(scene: Path, labels: Path, gsd: float = 0.0) -> dict[str, np.ndarray]:
+    from rasterio.enums import Resampling
+
     with rasterio.open(scene) as ds:
-        img = ds.read().astype(np.float32)
+        f = ds.res[0] / gsd if gsd else 1.0
+        shape = (max(1, round(ds.height * f)), max(1, round(ds.width * f)))
+        how = Resampling.average if f < 1 else Resampling.bilinear
+        img = ds.read(out_shape=(ds.count, *shape), resampling=how).astype(np.float32)
     with rasterio.open(labels) as ds:
-        lab = ds.read(1)
+        how = Resampling.mode if f < 1 else Resampling.nearest
+        lab = ds.read(1, out_shape=shape, resampling=how)
     h, w = lab.shape
     r, c = np.meshgrid(np.arange(0, h - SIZE + 1, STRIDE), np.arange(0, w - SIZE + 1, STRIDE))
     r, c = r.ravel(), c.ravel()
@@ -210,32 +233,46 @@ def _stats(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------ train
 
 
-def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfig, str]:
+def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfig, str, float]:
+    """The recipe's train section, its input normalisation and its scene-adversary weight
+    (``adversary``: antssl.ssl.adversary.SceneAdversary, a bench-only option)."""
     base = yaml.safe_load((ROOT / "configs/sample.yaml").read_text())["train"]
     over = copy.deepcopy(RECIPES[recipe])
     norm = over.pop("norm", "dataset")
+    adversary = float(over.pop("adversary", 0.0))
     aug = {**base.get("augment", {}), **over.pop("augment", {})}
     cfg = {**base, **over, "augment": aug, "seed": seed, "num_workers": 1}
     if steps:
         cfg["steps"] = steps
         cfg["warmup_steps"] = min(cfg.get("warmup_steps", 20), steps // 10)
-    return TrainConfig(**cfg), norm
+    return TrainConfig(**cfg), norm, adversary
 
 
-def _train(t: TrainConfig, x: np.ndarray) -> torch.nn.Module:
+def _train(
+    t: TrainConfig, x: np.ndarray, scene: np.ndarray, adversary_weight: float = 0.0
+) -> torch.nn.Module:
     """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step."""
     torch.manual_seed(t.seed)
     model = build_model(t, x.shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
     loss_fn, aug = build_objective(t), Augment(augment_config(t))
+    adversary = None
+    params = list(model.parameters())
+    if adversary_weight > 0:
+        adversary = SceneAdversary(model.embed_dim, len(np.unique(scene)))
+        params += list(adversary.parameters())
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
     gen, pick = torch.Generator(), np.random.default_rng(t.seed)
     tiles = torch.from_numpy(x)
+    scenes = torch.from_numpy(np.unique(scene, return_inverse=True)[1].astype(np.int64))
     model.train()
     for step in range(t.steps):
         gen.manual_seed(t.seed + 1_000_003 * step)
-        xb = tiles[pick.integers(0, len(tiles), t.batch_size)]
-        loss, _ = forward_step(model, loss_fn, aug, xb, gen, t.texture_weight)
+        rows = torch.from_numpy(pick.integers(0, len(tiles), t.batch_size))
+        loss, _ = forward_step(
+            model, loss_fn, aug, tiles[rows], gen, t.texture_weight,
+            scenes[rows], t.cross_scene_weight, adversary, adversary_weight,
+        )  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -272,6 +309,17 @@ def _score(name: str, x: np.ndarray, t: EvalTiles, metric: str = "cosine") -> di
     }
 
 
+def _coarsen(x: np.ndarray, f: float) -> np.ndarray:
+    """Tiles resampled to 1/f of their size (area) and back (bilinear): pixel size x f."""
+    t = torch.from_numpy(x)
+    size = max(1, round(x.shape[-1] / f))
+    low = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
+    up = torch.nn.functional.interpolate(
+        low, size=x.shape[-2:], mode="bilinear", align_corners=False
+    )
+    return up.numpy()
+
+
 def _embed(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return baselines.model_features(model, x, 256)
 
@@ -289,7 +337,7 @@ def _emit(rows: list[dict[str, Any]], out: str | None, row: dict[str, Any]) -> N
 
 
 def run(a: argparse.Namespace) -> list[dict[str, Any]]:
-    data = _data(Path(a.cache), a.scenes, a.size)
+    data = _data(Path(a.cache), a.scenes, a.size, a.gsd)
     stats = _stats(data["pretrain"])
     sets = {s: _tiles(data[s]) for s in ("val", "test")}
     for s, t in sets.items():
@@ -314,7 +362,7 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
                 _emit(rows, a.json, {"method": name, "seed": 0, "split": s, **r})
         for recipe in ("default", "tile_nuis_stats"):  # random backbone, avg and stats pool
             for seed in seeds:
-                tc, norm = _train_config(recipe, seed, a.steps)
+                tc, norm, _ = _train_config(recipe, seed, a.steps)
                 spec = model_spec(tc, 3)
                 for s, t in sets.items():
                     x = _normalise(data[s], norm, stats)[data[s]["label"] >= 0]
@@ -326,13 +374,20 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
                     _emit(rows, a.json, {"method": name, "seed": seed, "split": s, **r})
     for recipe in [r for r in a.recipes.split(",") if r]:
         for seed in seeds:
-            tc, norm = _train_config(recipe, seed, a.steps)
+            tc, norm, adv = _train_config(recipe, seed, a.steps)
             x_train = _normalise(data["pretrain"], norm, stats)
             t0 = time.perf_counter()
-            model = _train(tc, x_train)
+            model = _train(tc, x_train, data["pretrain"]["scene"], adv)
             train_s = time.perf_counter() - t0
             for s, t in sets.items():
-                z = _embed(model, _normalise(data[s], norm, stats)[data[s]["label"] >= 0])
+                x_s = _normalise(data[s], norm, stats)[data[s]["label"] >= 0]
+                z = _embed(model, x_s)
+                for f in [float(v) for v in a.resample.split(",") if v]:
+                    # embed-time resampling: every tile seen at f times its pixel size
+                    r = _score(recipe, _embed(model, _coarsen(x_s, f)), t)
+                    row = {"method": f"{recipe}+rs{f:g}", "recipe": recipe, "post": f"rs{f:g}",
+                           "seed": seed, "split": s, "train_s": round(train_s, 1), **r}  # fmt: skip
+                    _emit(rows, a.json, row)
                 for post, kw in ((p, POSTS[p]) for p in a.posts.split(",")):
                     f = z if kw is None else fit_whitening(z, t.scene_id, **kw).apply(z, t.scene_id)
                     r = _score(recipe, f, t)
@@ -392,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512, help="scene edge (px)")
     ap.add_argument("--baselines", action="store_true", help="score the baselines too")
     ap.add_argument("--posts", default=",".join(POSTS), help=f"post-hoc steps, of {list(POSTS)}")
+    ap.add_argument("--gsd", type=float, default=0.0, help="resample scenes to this pixel size")
+    ap.add_argument("--resample", default="", help="embed-time pixel-size factors, e.g. 2,3")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep"))
     ap.add_argument("--json", help="append one JSON line per scored method here")

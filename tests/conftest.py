@@ -103,6 +103,70 @@ def ray_local(s3_endpoint: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def demo_service(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Iterator[dict]:
+    """`antssl serve` started exactly as the README says, on the demo's data (``make demo``'s
+    three sample scenes, tiled, embedded and clustered with :data:`TINY_TRAIN`): its own
+    local Ray, the default replicas and CPUs, only ``--port`` chosen. One per session,
+    shared by tests/test_serve_readme.py and tests/test_viewer.py."""
+    import signal
+
+    import httpx
+    import yaml
+
+    from antssl.config import parse_config
+    from antssl.demo import write_sample
+    from antssl.stages import cluster, embed, pretrain, tiles
+
+    root = tmp_path_factory.mktemp("demo")
+    cfg_path = write_sample(root / "sample", n_scenes=3)  # the scenes `make demo` writes
+    data = yaml.safe_load(cfg_path.read_text())
+    data.update(
+        train=TINY_TRAIN,
+        embed={"chunk_rows": 256, "batch_size": 128, "cpus_per_actor": 0.5},
+        data={"read_cpus": 0.5},
+        cluster={"k": 3, "batch_size": 256, "max_iter": 20, "num_actors": 1},
+    )
+    cfg_path.write_text(yaml.safe_dump(data))
+    cfg = parse_config(data)
+    for stage in (tiles, pretrain, embed, cluster):
+        stage.run(cfg)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
+    log_path = root / "serve.log"
+    exe = str(Path(sys.executable).parent / "antssl")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [exe, "serve", "--config", str(cfg_path), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text()[-3000:]
+                pytest.fail(f"antssl serve exited {proc.returncode}:\n{tail}")
+            if f"antssl service on {url}" in log_path.read_text():  # every replica is up
+                r = httpx.get(f"{url}/readyz", timeout=10)
+                assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+                break
+            if time.time() > deadline:
+                pytest.fail(f"antssl serve not ready in 240 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield {"url": url, "proc": proc, "log": log_path, "cfg": cfg}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory):
     """Two small synthetic EPSG:3031 sample scenes with coastline, labels and mask."""
     from antssl.sample import write_sample_data

@@ -110,3 +110,23 @@ def test_shipped_configs_parse_and_sample_yaml_matches_the_demo() -> None:
     assert cfg.evaluate.probe_fit_scenes.glob == cfg.scenes.glob  # fitted on pretraining scenes
     paths = {"scenes", "probe_fit_scenes"}  # relative here, absolute in the demo's config
     assert cfg.evaluate.model_dump(exclude=paths) == demo.evaluate.model_dump(exclude=paths)
+
+
+def test_the_sample_config_and_the_demo_train_with_the_default_recipe(tmp_path: Path) -> None:
+    import yaml
+
+    from antssl.config import TrainConfig
+    from antssl.demo import sample_config
+
+    root = Path(__file__).resolve().parents[1]
+    default = TrainConfig()
+    recipe = ("input_norm", "pool", "texture_weight", "augment", "objective", "temperature")
+    recipe += ("cross_scene_weight", "shuffle_buffer")
+    sample_yaml = yaml.safe_load((root / "configs/sample.yaml").read_text())["train"]
+    demo = sample_config(tmp_path / "sample", tmp_path / "ws")["train"]
+    for train in (sample_yaml, demo):
+        parsed = TrainConfig(**train)
+        assert {k: getattr(parsed, k) for k in recipe} == {k: getattr(default, k) for k in recipe}
+    # the default is the recipe chosen in bench/RESULTS.md 5b
+    assert (default.input_norm, default.pool, default.texture_weight) == ("tile", "stats", 4.0)
+    assert default.augment.stretch_prob > 0 and default.augment.resolution_max == 4.0

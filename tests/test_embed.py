@@ -67,12 +67,17 @@ def test_store_round_trip_and_idempotence(trained: dict, stage_log) -> None:
     group = zarr.open_group(store.zarr_store(uri, cfg.storage), mode="r")
     n = len(catalog.read(workspace.catalog_uri(cfg), cfg.storage))
     emb = group["embedding"]
-    assert emb.shape == (n, 16) and emb.dtype == np.float32 and emb.chunks == (32, 16)
+    dim = encoder.load_encoder(cfg)[1]["spec"]["embed_dim"]  # the stats pool's size
+    assert emb.shape == (n, dim) and emb.dtype == np.float32 and emb.chunks == (32, dim)
     assert (group["cluster"][:] == -1).all()
     assert (group["chunk_done"][:] == 1).all()
     attrs = dict(group.attrs)
     assert attrs["tiles"] == n and attrs["crs"] == "EPSG:3031" and attrs["tile_size"] == 64
-    assert attrs["checkpoint"] == encoder.read_latest(cfg)["checkpoint"]
+    # the checkpoint is named relative to the workspace (portable), resolving to the latest
+    assert not attrs["checkpoint"].startswith(("s3://", "file://", "/"))
+    assert encoder.resolve_ref(attrs["checkpoint"], cfg.workspace) == (
+        encoder.read_latest(cfg)["checkpoint"]
+    )
     np.testing.assert_allclose(emb[:], reference_embeddings(cfg), rtol=1e-4, atol=1e-5)
     # xarray reads it with named dimensions
     import xarray as xr
@@ -155,7 +160,9 @@ def test_bad_inputs(trained: dict, s3_endpoint: str, tmp_path: Path) -> None:
     fs, ws = storage.filesystem(cfg.workspace, cfg.storage)
     latest = json.loads(fs.cat(ws + "/checkpoints/latest.json"))
     fs.copy(
-        latest["checkpoint"].removeprefix("s3://") + "/", ws + "/checkpoints/other/", recursive=True
+        encoder.read_latest(cfg)["checkpoint"].removeprefix("s3://") + "/",
+        ws + "/checkpoints/other/",
+        recursive=True,
     )
     moved = {**latest, "checkpoint": cfg.workspace + "/checkpoints/other"}
     fs.pipe(ws + "/checkpoints/latest.json", json.dumps(moved).encode())
@@ -177,6 +184,33 @@ def test_bad_inputs(trained: dict, s3_endpoint: str, tmp_path: Path) -> None:
         }
     )
     tiles.run(two)
-    storage.write_text(encoder.latest_uri(two), json.dumps(latest), two.storage)
+    # the S3 workspace's checkpoint, named by its full URI from the local workspace
+    elsewhere = {**latest, "checkpoint": encoder.read_latest(cfg)["checkpoint"]}
+    storage.write_text(encoder.latest_uri(two), json.dumps(elsewhere), two.storage)
     with pytest.raises(ConfigError, match=r"takes 3 band\(s\) \[1, 2, 3\] but the scenes give 2"):
         embed.run(two)
+
+
+def test_a_copied_workspace_finds_its_encoder_and_embeddings(trained: dict) -> None:
+    cfg = make_config(trained["data"])
+    embed.run(cfg)
+    fs, ws = storage.filesystem(cfg.workspace, cfg.storage)
+    copy_ws = ws.rstrip("/") + "-copy"
+    fs.copy(ws + "/", copy_ws + "/", recursive=True)
+    fs.rm(ws + "/checkpoints", recursive=True)  # the original's checkpoints are gone
+    try:
+        moved = make_config({**trained["data"], "workspace": "s3://" + copy_ws})
+        latest = encoder.read_latest(moved)
+        assert latest["checkpoint"].startswith(moved.workspace + "/checkpoints/")
+        _, meta = encoder.load_encoder(moved)  # from the copy
+        assert meta["step"] == latest["step"]
+        group = store.open_group(workspace.embeddings_uri(moved), moved.storage)
+        before = group["embedding"][:]
+        # the copied store is the latest checkpoint's: nothing to redo, nothing refused
+        assert embed.run(moved) == workspace.embeddings_uri(moved)
+        group = store.open_group(workspace.embeddings_uri(moved), moved.storage)
+        np.testing.assert_array_equal(group["embedding"][:], before)
+        assert (group["chunk_done"][:] == 1).all()
+    finally:
+        fs.copy(copy_ws + "/checkpoints/", ws + "/checkpoints/", recursive=True)
+        fs.rm(copy_ws, recursive=True)

@@ -19,6 +19,7 @@ from antssl import catalog, encoder, storage, workspace
 from antssl.cli import main
 from antssl.config import Config, load_config, parse_config
 from antssl.demo import sample_config
+from antssl.encoder import resolve_ref
 from antssl.errors import ConfigError, SceneReadError
 from antssl.evaluate import EvaluationError
 from antssl.evaluate.baselines import mean_brightness
@@ -154,7 +155,8 @@ def test_binary_masks_checkpoint_dir_and_s3_workspace(
         "labels": f"{tmp_path}/masks/{{scene_id}}_mask.tif",
         "label_kind": "binary",
         "class_names": {0: "other", 1: "sea_ice"},
-        "checkpoint": latest["checkpoint"],  # a checkpoint directory, not a workspace
+        # a checkpoint directory, not a workspace (latest.json names it relative to its own)
+        "checkpoint": resolve_ref(latest["checkpoint"], trained["data"]["workspace"]),
         "probe_train": ["scene_000"],
         **FAST_EVAL,
     }

@@ -51,3 +51,41 @@ def test_every_imported_package_is_a_runtime_dependency() -> None:
     assert not missing, f"imported but not in [project].dependencies: {missing}"
     test_only = {_requirement_name(r) for r in project["optional-dependencies"]["test"]}
     assert "httpx" in declared and "httpx" not in test_only  # the CLI imports the client
+
+
+def _commands() -> list[list[str]]:
+    """`antssl --help`, each subcommand's --help, each jobs/*.py --help (as the Dockerfile's
+    smoke test runs them)."""
+    import argparse
+
+    from antssl.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    antssl_bin = str(Path(sys.executable).parent / "antssl")
+    out = [[antssl_bin, "--help"]] + [[antssl_bin, name, "--help"] for name in sub.choices]
+    jobs = sorted((ROOT / "jobs").glob("*.py"))
+    assert jobs
+    return out + [[sys.executable, str(job), "--help"] for job in jobs]
+
+
+def test_every_command_and_job_entrypoint_answers_help() -> None:
+    """Each in its own interpreter: an import that fails at start-up (a missing runtime
+    dependency, a broken module) fails here, not at the first `ray job submit`."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(cmd: list[str]) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        return cmd, proc
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, _commands()))
+    assert len(results) >= 1 + 9 + 8
+    for cmd, proc in results:
+        where = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+        assert proc.returncode == 0, f"{where}: {proc.stderr[-2000:]}"
+        assert proc.stdout.startswith("usage:"), where
+        assert not proc.stderr.strip(), f"{where} wrote to stderr: {proc.stderr[-1000:]}"
+        if cmd[1].endswith(".py"):
+            stage = Path(cmd[1]).stem  # a job's help is its stage's
+            assert f"antssl {stage}" in proc.stdout, where

@@ -15,6 +15,7 @@ from antssl.cli import main
 from antssl.config import load_config
 from antssl.demo import sample_config
 from antssl.errors import ConfigError, StorageError
+from antssl.ssl.backbones import stats_dim
 from antssl.stages import cluster, embed
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -62,7 +63,9 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels = group["cluster"][:]
     n1 = len(labels)
-    assert (labels >= 0).all() and group["centroids"].shape == (3, 16)
+    dim = group["embedding"].shape[1]  # the default stats pool: 2 x width x 2**stages
+    assert dim == stats_dim("resnet_small", FAST["train"]["width"])
+    assert (labels >= 0).all() and group["centroids"].shape == (3, dim)
     # the cluster map: scene CRS, one pixel per stride, value = the tile's cluster
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
     with rasterio.open(ws / "maps" / "scene_000.tif") as m, rasterio.open(data.scenes[0]) as s:
@@ -94,6 +97,7 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     assert (labels2 >= 0).all()
     summary = json.loads((ws / "maps" / "clusters.json").read_text())
     assert summary["tiles"] == len(cat2) and (ws / "maps" / "scene_003.tif").exists()
+    _store_reads_as_a_labelled_xarray_dataset(ws / "embeddings.zarr", cat2, labels2)
     # another clustering setting is refused unless asked to overwrite
     other = load_config(cfg_path, {"cluster": {"k": 4}})
     with pytest.raises(ConfigError, match=r"cluster\.overwrite"):
@@ -142,3 +146,25 @@ def _each_stage_skips_when_done_and_reruns_when_forced(cfg_path: Path, ws: Path)
         now = stamps()
         assert now[stage.name] is not None and now[stage.name] != before[stage.name], stage.name
         before = now
+
+
+def _store_reads_as_a_labelled_xarray_dataset(path: Path, cat, labels: np.ndarray) -> None:
+    """Consolidated metadata, per-tile coordinates (also for appended rows), no dimension
+    shared by the per-tile labels and the centroids."""
+    import warnings
+
+    import xarray as xr
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_zarr(path)  # consolidated=None: warns when there is none to read
+    assert not [w for w in caught if "consolidated" in str(w.message).lower()], caught
+    assert ds.embedding.dims == ("tile", "feature") and ds.cluster.dims == ("tile",)
+    assert {"tile_id", "x", "y", "lon", "lat"} <= set(ds.coords)
+    assert ds.centroids.dims == ("centroid", "feature")
+    assert ds.tile_id.values.tolist() == cat["tile_id"].tolist()
+    np.testing.assert_allclose(ds.lon.values, cat["lon"].to_numpy())
+    np.testing.assert_allclose(ds.y.values, cat["y"].to_numpy())
+    np.testing.assert_array_equal(ds.cluster.values, labels)
+    one = ds.sel(tile=int(np.flatnonzero(cat["scene_id"].to_numpy() == "scene_003")[0]))
+    assert str(one.tile_id.values).startswith("scene_003/")

@@ -4,7 +4,8 @@ The demo's scenes (``make demo``: three sample scenes) are tiled, embedded and c
 with a model trained in seconds (the tile ids do not depend on the model); then
 ``antssl serve --config <config>`` runs as a user would start it (its own local Ray, the
 default replicas and CPUs, only ``--port`` chosen), and every command of the README's
-service section runs against it.
+service section runs against it. The ``demo_service`` fixture lives in conftest.py (one
+service per session, shared with tests/test_viewer.py).
 """
 
 from __future__ import annotations
@@ -12,32 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-import pytest
-import yaml
-
-from antssl.config import parse_config
-from antssl.demo import write_sample
-from antssl.stages import cluster, embed, pretrain, tiles
-from tests.conftest import TINY_TRAIN
-
-pytestmark = pytest.mark.usefixtures("ray_local")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_URL = "http://127.0.0.1:8000"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def readme_commands() -> list[str]:
@@ -49,57 +32,6 @@ def readme_commands() -> list[str]:
     assert block is not None, "no bash block in the README's service section"
     joined = block.group(1).replace("\\\n", " ")
     return [ln.split("   #")[0].strip() for ln in joined.splitlines() if ln.strip()]
-
-
-@pytest.fixture(scope="module")
-def demo_service(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("demo")
-    cfg_path = write_sample(root / "sample", n_scenes=3)  # the scenes `make demo` writes
-    data = yaml.safe_load(cfg_path.read_text())
-    data.update(
-        train=TINY_TRAIN,
-        embed={"chunk_rows": 256, "batch_size": 128, "cpus_per_actor": 0.5},
-        data={"read_cpus": 0.5},
-        cluster={"k": 3, "batch_size": 256, "max_iter": 20, "num_actors": 1},
-    )
-    cfg_path.write_text(yaml.safe_dump(data))
-    cfg = parse_config(data)
-    for stage in (tiles, pretrain, embed, cluster):
-        stage.run(cfg)
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
-    log_path = root / "serve.log"
-    exe = str(Path(sys.executable).parent / "antssl")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [exe, "serve", "--config", str(cfg_path), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text()[-3000:]
-                pytest.fail(f"antssl serve exited {proc.returncode}:\n{tail}")
-            if f"antssl service on {url}" in log_path.read_text():  # every replica is up
-                r = httpx.get(f"{url}/readyz", timeout=10)
-                assert r.status_code == 200 and r.json()["status"] == "ready", r.text
-                break
-            if time.time() > deadline:
-                pytest.fail(f"antssl serve not ready in 240 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield {"url": url, "proc": proc, "log": log_path, "cfg": cfg}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_serve_fits_this_machine_with_the_defaults(demo_service) -> None:

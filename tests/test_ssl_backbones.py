@@ -22,6 +22,8 @@ from antssl.ssl import (
 )
 
 STRIDE = {"resnet_small": 8, "resnet18": 16}
+# the model before the defaults learned surface, not scene: what the optional spec keys omit
+PLAIN = {"input_norm": "dataset", "pool": "avg", "texture_weight": 0.0}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,7 +82,7 @@ def test_wrong_band_count_is_a_clear_error() -> None:
 
 
 def test_model_forward_and_embed_dims() -> None:
-    cfg = TrainConfig(width=8, depth=1, embed_dim=32, proj_dim=16)
+    cfg = TrainConfig(width=8, depth=1, embed_dim=32, proj_dim=16, pool="avg")
     model = build_model(cfg, in_bands=5)
     assert isinstance(model, SSLModel)
     x = torch.randn(4, 5, 32, 32)
@@ -91,7 +93,7 @@ def test_model_forward_and_embed_dims() -> None:
 
 
 def test_model_spec_is_json_and_rebuilds_the_same_architecture() -> None:
-    cfg = TrainConfig(backbone="resnet18", width=8, depth=1, embed_dim=16, proj_dim=8)
+    cfg = TrainConfig(backbone="resnet18", width=8, depth=1, embed_dim=16, proj_dim=8, **PLAIN)
     spec = model_spec(cfg, 3)
     assert tuple(spec) == SPEC_KEYS
     assert json.loads(json.dumps(spec)) == spec
@@ -116,7 +118,7 @@ def test_batchnorm_converts_to_syncbatchnorm() -> None:
 
 
 def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
-    spec = model_spec(TrainConfig(width=8, depth=1, embed_dim=16, input_norm="tile"), 2)
+    spec = model_spec(TrainConfig(width=8, depth=1, embed_dim=16, input_norm="tile", pool="avg"), 2)
     assert spec["input_norm"] == "tile"
     model = build_model_from_spec(spec).eval()
     x = torch.randn(3, 2, 32, 32)
@@ -126,11 +128,13 @@ def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
     )
     with torch.no_grad():
         assert torch.allclose(model.embed(x), model.embed(stretched), atol=1e-4)
-        # the default model sees brightness: the same stretch moves its embedding
-        plain = build_model(TrainConfig(width=8, depth=1, embed_dim=16), 2).eval()
+        # input_norm dataset sees brightness: the same stretch moves its embedding
+        plain = build_model(TrainConfig(width=8, depth=1, embed_dim=16, **PLAIN), 2).eval()
         assert not torch.allclose(plain.embed(x), plain.embed(stretched), atol=1e-2)
-    # the default spec carries no input_norm key (older checkpoints stay valid)
-    assert "input_norm" not in model_spec(TrainConfig(), 2)
+    # a dataset-norm spec carries no input_norm key (older checkpoints stay valid); the
+    # default (tile) is written out
+    assert "input_norm" not in model_spec(TrainConfig(**PLAIN), 2)
+    assert model_spec(TrainConfig(), 2)["input_norm"] == "tile"
     with pytest.raises(ConfigError, match="input_norm 'scene'"):
         build_model_from_spec({**spec, "input_norm": "scene"})
 
@@ -139,7 +143,9 @@ def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
 def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> None:
     from antssl.ssl.backbones import stats_dim
 
-    cfg = TrainConfig(backbone=name, width=4, depth=2, embed_dim=999, pool="stats")
+    cfg = TrainConfig(
+        backbone=name, width=4, depth=2, embed_dim=999, pool="stats", input_norm="dataset"
+    )
     spec = model_spec(cfg, 2)
     stages = 3 if name == "resnet_small" else 4
     assert spec["pool"] == "stats" and spec["embed_dim"] == stats_dim(name, 4) == 2 * 4 * 2**stages
@@ -174,4 +180,5 @@ def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> No
         build_model_from_spec({**spec, "embed_dim": 7})
     with pytest.raises(ConfigError, match="pool 'max'"):
         build_model_from_spec({**spec, "pool": "max"})
-    assert "pool" not in model_spec(TrainConfig(), 2)  # the default stays implicit
+    assert "pool" not in model_spec(TrainConfig(**PLAIN), 2)  # avg stays implicit (old specs)
+    assert model_spec(TrainConfig(), 2)["pool"] == "stats"  # the default is written out

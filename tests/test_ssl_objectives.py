@@ -26,6 +26,7 @@ from antssl.ssl import (
     all_gather_sizes,
     all_reduce_mean,
     build_objective,
+    cross_scene_neighbours,
     gather_with_grad,
     nt_xent_loss,
     rank,
@@ -202,3 +203,95 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
         assert torch.equal(x["gathered"], z1)
         assert x["mean"].item() == 0.5
     torch.testing.assert_close(torch.cat([x["gather_grad"] for x in res]), 2 * z2)
+
+
+def test_cross_scene_neighbours_pick_the_nearest_tile_of_another_scene() -> None:
+    z = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.3], [0.1, 0.9]])
+    scene = torch.tensor([0, 0, 1, 1, 2])
+    nn_idx = cross_scene_neighbours(z, scene)
+    # row 1 (scene 0) is nearest to row 0, but that is its own scene: row 3 is chosen
+    assert nn_idx.tolist() == [3, 3, 4, 1, 2]
+    for i, j in enumerate(nn_idx.tolist()):
+        assert scene[i] != scene[j]
+    # a batch of one scene: each row is its own positive (the plain objective)
+    assert cross_scene_neighbours(z, torch.zeros(5, dtype=torch.long)).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="shape"):
+        cross_scene_neighbours(z, scene[:3])
+
+
+def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None:
+    from antssl.ssl import Augment, AugmentConfig, build_model, forward_step
+
+    cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=0.0)
+    model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
+    aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
+    x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    scene = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def step(**kw: object) -> torch.Tensor:
+        return forward_step(model, loss_fn, aug, x, torch.Generator().manual_seed(1), **kw)[0]
+
+    with torch.no_grad():
+        plain = step()
+        assert torch.equal(step(scene=scene, cross_scene_weight=0.0), plain)
+        assert torch.equal(step(cross_scene_weight=0.5), plain)  # no scene ids: no effect
+        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
+        z1, z2 = model(v1), model(v2)
+        cross = loss_fn(z1[cross_scene_neighbours(z1, scene)], z2)
+        mixed = step(scene=scene, cross_scene_weight=0.25)
+        assert torch.allclose(mixed, 0.75 * plain + 0.25 * cross, atol=1e-5)
+        assert not torch.allclose(mixed, plain)
+
+
+def test_scene_adversary_reverses_the_gradient_into_the_embedding() -> None:
+    from antssl.ssl.adversary import SceneAdversary, grad_reverse
+
+    x = torch.randn(5, 3, requires_grad=True)
+    grad_reverse(x, 2.0).sum().backward()
+    assert torch.equal(x.grad, torch.full((5, 3), -2.0))
+    torch.manual_seed(0)
+    adv = SceneAdversary(embed_dim=4, n_scenes=3)
+    h = torch.randn(12, 4, requires_grad=True)
+    scene = torch.arange(12) % 3
+    loss = adv(h, scene)
+    assert loss.shape == () and float(loss) > 0
+    loss.backward()
+    # the same head without the reversal: the embedding's gradient is the exact opposite
+    h2 = h.detach().clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(adv.net(h2), scene).backward()
+    assert torch.allclose(h.grad, -h2.grad)
+    # the head itself descends: a few steps of the summed loss make it name scenes better
+    h_fixed = torch.randn(12, 4) + torch.nn.functional.one_hot(scene, 4).float() * 3
+    opt = torch.optim.SGD(adv.parameters(), lr=0.5)
+    first = float(adv(h_fixed, scene))
+    for _ in range(20):
+        opt.zero_grad()
+        adv(h_fixed, scene).backward()
+        opt.step()
+    assert float(adv(h_fixed, scene)) < first / 2
+    with pytest.raises(ValueError, match="at least 2 scenes"):
+        SceneAdversary(4, 1)
+
+
+def test_forward_step_adds_the_weighted_adversary_loss() -> None:
+    from antssl.ssl import Augment, AugmentConfig, build_model, forward_step
+    from antssl.ssl.adversary import SceneAdversary
+
+    cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=1.0)
+    model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
+    adv = SceneAdversary(model.embed_dim, 2)
+    aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
+    x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    scene = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def step(**kw: object) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(1)
+        return forward_step(model, loss_fn, aug, x, gen, 1.0, scene, **kw)[0]
+
+    with torch.no_grad():
+        plain = step()
+        assert torch.equal(step(adversary=adv, adversary_weight=0.0), plain)
+        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
+        h = torch.cat([model.embed(v1), model.embed(v2)])
+        want = plain + 0.5 * adv(h, torch.cat([scene, scene]))
+        assert torch.allclose(step(adversary=adv, adversary_weight=0.5), want, atol=1e-5)

@@ -100,7 +100,7 @@ def test_forward_step_adds_the_weighted_texture_term_and_trains_the_head() -> No
 
 def test_texture_head_in_the_spec_only_when_used() -> None:
     base = {"width": 8, "depth": 1, "embed_dim": 16, "proj_dim": 8}
-    cfg = parse_config({"train": base}).train
+    cfg = parse_config({"train": {**base, "texture_weight": 0}}).train
     spec = model_spec(cfg, 1)
     assert "texture_head" not in spec  # older checkpoints' specs stay valid
     model = build_model_from_spec(spec)

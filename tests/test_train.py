@@ -71,15 +71,17 @@ def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dic
     uri = pretrain.run(cfg)
     assert uri.startswith(f"{cfg.workspace}/checkpoints/{pretrain.run_name(cfg)}/")
     latest = json.loads(storage.read_text(encoder.latest_uri(cfg), cfg.storage))
-    assert latest["step"] == 24 and latest["checkpoint"] == uri
+    # the marker names the checkpoint relative to the workspace (a copied workspace works)
+    assert latest["step"] == 24 and latest["checkpoint"] == uri.removeprefix(cfg.workspace + "/")
+    assert encoder.read_latest(cfg)["checkpoint"] == uri
     model, meta = encoder.load_encoder(cfg)
     assert meta["step"] == 24 and meta["spec"]["in_bands"] == 3
     assert set(meta["stats"]) >= {"mean", "std", "bands"}
     torch.manual_seed(cfg.train.seed)
     untrained = build_model(cfg.train, 3)
     assert fixed_batch_loss(model, cfg) < fixed_batch_loss(untrained, cfg) - 0.05
-    # the checkpoint alone embeds tiles: (B, C, 64, 64) -> (B, embed_dim)
-    assert model.embed(torch.zeros(2, 3, 64, 64)).shape == (2, 32)
+    # the checkpoint alone embeds tiles: (B, C, 64, 64) -> (B, embed_dim of the stats pool)
+    assert model.embed(torch.zeros(2, 3, 64, 64)).shape == (2, meta["spec"]["embed_dim"])
     # a finished run is not redone
     fs, path = storage.filesystem(cfg.workspace, cfg.storage)
     before = sorted(fs.find(path + "/checkpoints"))
@@ -89,8 +91,14 @@ def test_pretrain_two_workers_on_s3_loss_falls_and_rerun_skips(s3_workspace: dic
 
 def test_worker_failure_resumes_from_checkpoint(s3_workspace: dict) -> None:
     # with the texture target on: its head trains under DDP and is restored on resume
+    # and positives from other scenes: the scene column reaches both workers
     cfg = with_train(
-        s3_workspace, steps=16, inject_failure_at_step=8, checkpoint_every=4, texture_weight=1.0
+        s3_workspace,
+        steps=16,
+        inject_failure_at_step=8,
+        checkpoint_every=4,
+        texture_weight=1.0,
+        cross_scene_weight=0.5,
     )
     uri = pretrain.run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,3 +160,25 @@ def test_augment_settings_mirror_the_augmentation_and_bad_ones_are_named() -> No
         pretrain.augment_config(parse_config(bad).train)
     with pytest.raises(ConfigError, match="blur_prob"):
         parse_config({"train": {"augment": {"blur_prob": 2}}})
+
+
+def test_training_batches_mix_scenes_and_carry_each_tiles_scene(s3_workspace: dict) -> None:
+    from antssl import catalog
+    from antssl.reader import BandStats
+
+    cfg = with_train(s3_workspace, cross_scene_weight=0.5)
+    cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
+    stats = BandStats.from_json(storage.read_text(workspace.stats_uri(cfg), cfg.storage))
+    ds = pretrain.training_dataset(cat, scenes.load_infos(cfg), cfg, stats)
+    batches = list(
+        ds.iter_torch_batches(batch_size=16, local_shuffle_buffer_size=cfg.train.shuffle_buffer)
+    )
+    # the catalog lists tiles scene by scene; the training batches do not
+    assert len(set(batches[0]["scene"].tolist())) >= 2
+    mixed = [len(set(b["scene"].tolist())) > 1 for b in batches]
+    assert sum(mixed) >= 0.8 * len(batches)
+    # every tile once, with its own scene's index (scene ids in sorted order)
+    counts = np.bincount(torch.cat([b["scene"] for b in batches]).numpy())
+    want = cat["scene_id"].value_counts().sort_index().to_numpy()
+    assert counts.tolist() == want.tolist()
+    assert batches[0]["image"].shape[1:] == (3, 64, 64)

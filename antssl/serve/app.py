@@ -4,7 +4,9 @@
 antssl.serve.app:build_app config=config.yaml`` and a RayService ``import_path``
 both use it, and ``antssl serve`` (:func:`run_service`) runs it. Endpoints (OpenAPI at
 /docs): ``POST /v1/embed``, ``GET /v1/tiles/{tile_id}``, ``GET|POST /v1/similar``,
-``GET /v1/clusters``, ``POST /v1/reload``, ``GET /healthz``, ``GET /readyz``.
+``GET /v1/clusters``, ``POST /v1/reload``, ``GET /healthz``, ``GET /readyz``; and the map
+viewer (``GET /`` or ``/map``) with what it loads: ``GET /v1/map/basemap``,
+``GET /v1/map/tiles``, ``GET /v1/tiles/{tile_id}/image.png`` (:mod:`antssl.serve.viewer`).
 
 By default each Api replica holds the search (catalog, embeddings, the ``antssl index``
 ANN index) itself and answers on a worker thread: a request crosses the HTTP proxy and
@@ -18,6 +20,7 @@ never stalls the other requests (:mod:`antssl.serve.http`, :mod:`antssl.serve.pa
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures.
 
 import asyncio
+import gzip
 import logging
 import os
 import threading
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from ray import serve
@@ -39,7 +42,7 @@ from antssl.errors import BadRequest, StageOrderError
 from antssl.reader import BandStats
 from antssl.search import ann
 from antssl.search.service import ServiceIndex
-from antssl.serve import fit, http
+from antssl.serve import fit, http, viewer
 from antssl.serve.errors import RETRY_AFTER_S
 from antssl.serve.payload import (
     as_array,
@@ -63,6 +66,7 @@ from antssl.serve.schemas import (
     ServeArgs,
     SimilarRequest,
 )
+from antssl.serve.viewer_image import MAX_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +270,21 @@ class Searcher:
         self._maybe_reload()
         return self.index.similar(query, vector)
 
+    def _map(self) -> viewer.MapData:
+        """The viewer's data of the loaded index (tile columns, thumbnails), made per index."""
+        current: viewer.MapData | None = getattr(self, "_map_data", None)
+        if current is None or current.index is not self.index:
+            current = self._map_data = viewer.MapData(self.config, self.index)
+        return current
+
+    def map_tiles(self) -> bytes:
+        self._maybe_reload()
+        return self._map().tiles()
+
+    def thumbnail(self, tile_id: str, size: int) -> bytes:
+        self._maybe_reload()
+        return self._map().thumbnail(tile_id, size)
+
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class Search(Searcher):
@@ -283,6 +302,15 @@ def _bbox(text: str | None) -> list[float] | None:
     if len(box) != 4 or not all(np.isfinite(box)):
         raise BadRequest(f"bbox: {text!r} must be lon_min,lat_min,lon_max,lat_max")
     return box
+
+
+def _gzipped(request: Request, body: bytes, media_type: str) -> Response:
+    """A response of gzip-compressed ``body``: sent compressed when the client accepts gzip."""
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Response(body, media_type=media_type, headers=headers)
+    plain = gzip.decompress(body)
+    return Response(plain, media_type=media_type, headers={"Vary": "Accept-Encoding"})
 
 
 _QUERY_KEYS = {"k", "exclude_radius_km", "bbox", "scene", "include_self", "distinct"}
@@ -406,6 +434,79 @@ class Api:
             patch = await self._patch(request, body)
         z = await self._embed(patch)
         return {"embedding": [float(v) for v in z], "dim": len(z)}
+
+    @api.get("/", include_in_schema=False)
+    async def viewer_page(self) -> Response:
+        """The map viewer (public: the page holds no data; its requests carry the token)."""
+        return self._static("index.html")
+
+    @api.get("/map", include_in_schema=False)
+    async def viewer_map(self) -> Response:
+        return self._static("index.html")
+
+    @api.get("/viewer/{name}", include_in_schema=False)
+    async def viewer_file(self, name: str) -> Response:
+        return self._static(name)
+
+    def _static(self, name: str) -> Response:
+        data, media = viewer.static_file(name)
+        return Response(data, media_type=media, headers={"Cache-Control": "no-cache"})
+
+    @api.get(
+        "/v1/map/basemap",
+        summary="Land, ice shelves, coastline and graticule in EPSG:3031 (the viewer's basemap)",
+        responses={200: _geojson("FeatureCollection"), **_errors(401, 422)},
+        dependencies=_AUTH,
+    )
+    async def map_basemap(
+        self,
+        request: Request,
+        tolerance_m: float = Query(1000.0, ge=100, le=50_000, allow_inf_nan=False),
+    ) -> Response:
+        """Natural Earth (shipped) land, ice shelves and coastline, simplified to
+        ``tolerance_m``, and a lon/lat graticule; coordinates are whole EPSG:3031 metres
+        and each feature's ``layer`` names its kind. Cached; gzip when accepted."""
+        self._auth(request)
+        body = await asyncio.to_thread(viewer.basemap, float(tolerance_m))
+        return _gzipped(request, body, GEOJSON)
+
+    @api.get(
+        "/v1/map/tiles",
+        summary="Every tile as columns (EPSG:3031 centre, size, cluster, scene) for the map",
+        responses=_errors(401),
+        dependencies=_AUTH,
+    )
+    async def map_tiles(self, request: Request) -> Response:
+        """``{crs, version, n, ids, x, y, size, cluster, scene, scenes}``: parallel arrays,
+        one entry per tile (x, y: tile centre, size: edge, whole EPSG:3031 metres; cluster
+        -1: unclustered; scene: index into ``scenes``, each with its ``outline`` ring).
+        Built once per loaded store version; gzip when accepted."""
+        self._auth(request)
+        return _gzipped(request, await self._search("map_tiles"), "application/json")
+
+    @api.get(
+        "/v1/tiles/{tile_id:path}/image.png",
+        response_class=Response,
+        summary="A tile's pixels as a PNG thumbnail",
+        responses={
+            200: {"content": {"image/png": {}}, "description": "size × size RGBA PNG."},
+            **_errors(401, 404, 422),
+        },
+        dependencies=_AUTH,
+    )
+    async def tile_image(
+        self,
+        tile_id: str,
+        request: Request,
+        size: int = Query(128, ge=16, le=MAX_SIZE, description="Edge in pixels (16 … 512)."),
+    ) -> Response:
+        """The tile's real pixels read from its workspace scene (bands 1-3 as RGB, or band 1
+        grey), stretched between the tile's 2nd and 98th percentiles; nodata transparent.
+        Cached per replica (LRU)."""
+        self._auth(request)
+        png = await self._search("thumbnail", tile_id, size)
+        headers = {"Cache-Control": "private, max-age=300"}
+        return Response(png, media_type="image/png", headers=headers)
 
     @api.get(
         "/v1/tiles/{tile_id:path}",

@@ -24,7 +24,7 @@ from antssl.ssl.objectives import (
     nt_xent_loss,
     vicreg_loss,
 )
-from antssl.ssl.step import augment_config, forward_step, lr_lambda
+from antssl.ssl.step import augment_config, cross_scene_neighbours, forward_step, lr_lambda
 from antssl.ssl.texture import texture_loss, texture_target_dim, texture_targets
 from antssl.ssl.whiten import Whitening, fit_whitening
 
@@ -46,6 +46,7 @@ __all__ = [
     "build_model",
     "build_model_from_spec",
     "build_objective",
+    "cross_scene_neighbours",
     "fit_whitening",
     "forward_step",
     "gather_with_grad",

@@ -88,7 +88,7 @@ class AugmentConfig:
     crop_prob: float = 1.0
     crop_scale: tuple[float, float] = (0.35, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    jitter_prob: float = 0.8
+    jitter_prob: float = 0.0
     brightness: float = 0.4
     contrast: float = 0.4
     jitter_per_band: bool = False
@@ -97,19 +97,19 @@ class AugmentConfig:
     noise_prob: float = 0.5
     noise_std: float = 0.1
     band_drop_prob: float = 0.2
-    resolution_prob: float = 0.0
-    resolution_max: float = 2.0
-    haze_prob: float = 0.0
+    resolution_prob: float = 0.8
+    resolution_max: float = 4.0
+    haze_prob: float = 0.3
     haze: float = 0.5
-    gradient_prob: float = 0.0
+    gradient_prob: float = 0.5
     gradient: float = 1.0
     shading: float = 0.3
-    stretch_prob: float = 0.0
+    stretch_prob: float = 0.8
     gamma: float = 2.0
     gain: float = 1.5
     offset: float = 0.5
-    stripe_prob: float = 0.0
-    stripe_std: float = 0.15
+    stripe_prob: float = 0.3
+    stripe_std: float = 0.1
 
     def __post_init__(self) -> None:
         probs = ("crop_prob", "jitter_prob", "blur_prob", "noise_prob", "band_drop_prob")

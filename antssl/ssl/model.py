@@ -119,18 +119,27 @@ class SSLModel(nn.Module):
                 nn.Linear(hidden, texture_dim),
             )
 
-    def forward(self, x: Tensor, texture: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, texture: bool = False, embedding: bool = False
+    ) -> Tensor | tuple[Tensor, ...]:
         """Projections ``(B, proj_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
 
-        With ``texture=True`` (a model with a texture head), ``(projections, texture
-        predictions)``: one forward call, so DDP sees every parameter used.
+        With ``texture=True`` (a model with a texture head) and/or ``embedding=True``, a
+        tuple: the projections, then the texture predictions, then the embeddings ``h``
+        (for a training-only head on them, e.g. :class:`~antssl.ssl.adversary.SceneAdversary`):
+        one forward call, so DDP sees every parameter used.
         """
         h = self.encoder(self.prep(x))
-        if not texture:
+        if not texture and not embedding:
             return self.head(h)
-        if self.texture_head is None:
-            raise ConfigError("this model has no texture head (train.texture_weight is 0)")
-        return self.head(h), self.texture_head(h)
+        out = [self.head(h)]
+        if texture:
+            if self.texture_head is None:
+                raise ConfigError("this model has no texture head (train.texture_weight is 0)")
+            out.append(self.texture_head(h))
+        if embedding:
+            out.append(h)
+        return tuple(out)
 
     def embed(self, x: Tensor) -> Tensor:
         """Embeddings ``(B, embed_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.

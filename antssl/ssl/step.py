@@ -41,6 +41,20 @@ def augment_config(t: TrainConfig) -> AugmentConfig:
         raise ConfigError(f"train.augment: {e}") from None
 
 
+def cross_scene_neighbours(z: Tensor, scene: Tensor) -> Tensor:
+    """For each row of ``z`` ``(n, d)``, the index of its nearest row (cosine) from another
+    scene (``scene``: ``(n,)`` integer ids); a row's own index when the batch holds no
+    other scene. No gradient flows through the choice."""
+    if scene.shape != (z.shape[0],):
+        raise ValueError(f"scene ids must have shape ({z.shape[0]},), got {tuple(scene.shape)}")
+    with torch.no_grad():
+        zn = torch.nn.functional.normalize(z.detach().float(), dim=1)
+        same = scene[:, None] == scene[None, :]
+        sim = (zn @ zn.T).masked_fill(same, float("-inf"))
+        own = torch.arange(z.shape[0], device=z.device)
+        return torch.where(same.all(dim=1), own, sim.argmax(dim=1))
+
+
 def forward_step(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -48,6 +62,10 @@ def forward_step(
     x: Tensor,
     generator: torch.Generator | None,
     texture_weight: float = 0.0,
+    scene: Tensor | None = None,
+    cross_scene_weight: float = 0.0,
+    adversary: nn.Module | None = None,
+    adversary_weight: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Two augmented views of ``x`` → ``(loss, z1)``; bf16 autocast when ``x`` is on CUDA.
 
@@ -55,15 +73,42 @@ def forward_step(
     returned for the collapse monitor (the std of the normalised projections). With
     ``texture_weight`` > 0 (a model with a texture head) the loss adds that weight times
     :func:`~antssl.ssl.texture.texture_loss` of both views.
+
+    With ``cross_scene_weight`` w > 0 and the tiles' ``scene`` ids, positives also come
+    from other scenes (NNCLR, Dwibedi et al. 2021, with the neighbour restricted to another
+    scene): the objective becomes ``(1 - w) · loss(z1, z2) + w · loss(z1[nn], z2)``, where
+    ``nn`` is each tile's nearest other-scene tile in the batch
+    (:func:`cross_scene_neighbours`), so what two scenes share is pulled together and what
+    tells them apart is not rewarded.
+
+    With an ``adversary`` (:class:`~antssl.ssl.adversary.SceneAdversary`), ``adversary_weight``
+    > 0 and ``scene`` ids, the loss adds that weight times the adversary's scene
+    cross-entropy on both views' embeddings (reversed gradient for the encoder).
     """
     v1, v2 = augment.two_views(x, generator)
     amp = x.device.type == "cuda"
+    cross = cross_scene_weight > 0 and scene is not None
+    adv = adversary is not None and adversary_weight > 0 and scene is not None
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        if texture_weight <= 0:
+        if texture_weight <= 0 and not adv:
             z1, z2 = model(v1), model(v2)
-            return loss_fn(z1.float(), z2.float()), z1
-        (z1, p1), (z2, p2) = model(v1, texture=True), model(v2, texture=True)
+        else:
+            out1 = model(v1, texture=texture_weight > 0, embedding=adv)
+            out2 = model(v2, texture=texture_weight > 0, embedding=adv)
+            z1, z2 = out1[0], out2[0]
+            if texture_weight > 0:
+                p1, p2 = out1[1], out2[1]
+            if adv:
+                h = torch.cat([out1[-1], out2[-1]])
         loss = loss_fn(z1.float(), z2.float())
+        if cross:
+            nn_idx = cross_scene_neighbours(z1, scene)  # type: ignore[arg-type]
+            w = float(cross_scene_weight)
+            loss = (1 - w) * loss + w * loss_fn(z1.float()[nn_idx], z2.float())
     with torch.autocast(x.device.type, enabled=False):
-        loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
+        if texture_weight > 0:
+            loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
+        if adv:
+            scenes = torch.cat([scene, scene])  # type: ignore[list-item]
+            loss = loss + adversary_weight * adversary(h.float(), scenes)  # type: ignore[misc]
     return loss, z1

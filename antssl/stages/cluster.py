@@ -241,7 +241,7 @@ def write_result(
     if "centroids" in group:
         del group["centroids"]
     group.create_array(
-        "centroids", data=res.centroids.astype(np.float32), dimension_names=("cluster", "feature")
+        "centroids", data=res.centroids.astype(np.float32), dimension_names=("centroid", "feature")
     )
     group.attrs["clustering"] = {
         **settings(cfg),
@@ -255,6 +255,7 @@ def write_result(
         "exemplars": exemplars or {},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    store.consolidate(uri, storage_cfg)
 
 
 def settings(cfg: ClusterConfig) -> dict[str, Any]:
@@ -279,6 +280,7 @@ def assign_new_rows(uri: str, storage_cfg: StorageConfig, start: int) -> int:
     labels, _ = kmeans.assign(x, c, meta["metric"])
     group["cluster"][start:] = labels
     group.attrs["clustering"] = {**meta, "tiles": int(group["embedding"].shape[0])}
+    store.consolidate(uri, storage_cfg)
     return len(labels)
 
 

@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from antssl import catalog, storage, store, workspace
 from antssl.config import Config, StorageConfig
-from antssl.data import tile_dataset
-from antssl.encoder import require_latest
-from antssl.errors import ConfigError, StorageError
+from antssl.data import readable_scenes, tile_dataset
+from antssl.encoder import relative_ref, require_latest, resolve_ref
+from antssl.errors import ConfigError, SceneReadError, StorageError
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray
 from antssl.scenes import load_infos
@@ -74,7 +74,7 @@ def _store_attrs(
 ) -> dict[str, Any]:
     crs = sorted({c for c in cat["crs"].unique() if c})
     return {
-        "checkpoint": latest["checkpoint"],
+        "checkpoint": relative_ref(latest["checkpoint"], config.workspace),
         "checkpoint_step": latest["step"],
         "model_spec": meta["spec"],
         "config_hash": config.digest("scenes", "mask", "tiling", "train"),
@@ -102,11 +102,11 @@ def prepare_store(
     attrs = _store_attrs(config, latest, meta, cat, stats)
     n, dim = len(cat), int(meta["spec"]["embed_dim"])
     if not store.exists(uri, config.storage) or e.overwrite or overwrite:
-        group = store.create(uri, config.storage, n, dim, e.chunk_rows, e.dtype, attrs)
+        group = store.create(uri, config.storage, n, dim, e.chunk_rows, e.dtype, attrs, cat)
         return store.pending_chunks(group)
     group = store.open_group(uri, config.storage, mode="r+")
     old = dict(group.attrs)
-    if old.get("checkpoint") != latest["checkpoint"]:
+    if resolve_ref(str(old.get("checkpoint")), config.workspace) != latest["checkpoint"]:
         raise ConfigError(
             f"{uri} holds embeddings from checkpoint {old.get('checkpoint')}, not the latest "
             f"{latest['checkpoint']}; set embed.overwrite: true to re-embed everything"
@@ -127,7 +127,7 @@ def prepare_store(
             f"{group['embedding'].chunks[0]}; set embed.dtype/chunk_rows to match or overwrite"
         )
     if n > n_old:
-        store.grow(group, n, attrs["tile_ids_sha256"])
+        store.grow(group, n, attrs["tile_ids_sha256"], cat)
         log.info(f"embed: catalog grew from {n_old} to {n} tiles; appending the new rows")
     return store.pending_chunks(group)
 
@@ -173,6 +173,7 @@ def run(config: Config, force: bool = False) -> str:
     left = store.pending_chunks(group)
     if left:
         raise StorageError(f"embed finished with chunks {left[:10]} not written to {uri}")
+    store.consolidate(uri, config.storage)
     return uri
 
 
@@ -188,7 +189,9 @@ def _embed_rows(
     rows = e.chunk_rows
     subset = cat.iloc[todo].copy()
     subset.index = todo  # tile_index of the stream = catalog row
-    ds = tile_dataset(subset, load_infos(config), config, stats, ["tile_index", "image"])
+    infos = load_infos(config)
+    kept, bad = readable_scenes(subset, infos, config, "embed")  # scenes.on_bad_scene
+    ds = tile_dataset(kept, infos, config, stats, ["tile_index", "image"])
     out = ds.map_batches(
         Embedder,
         fn_constructor_kwargs={
@@ -197,7 +200,7 @@ def _embed_rows(
             "use_gpu": e.num_gpus > 0,
         },
         batch_size=e.batch_size,
-        concurrency=e.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=e.concurrency),  # a fixed pool
         num_gpus=e.num_gpus or None,
         num_cpus=e.cpus_per_actor,
     )
@@ -222,6 +225,15 @@ def _embed_rows(
                     _maybe_fail(e.inject_failure_after_chunks, written, writes)
             bar.update(len(idx))
     ray.get(writes)
+    if bad:
+        # The store holds one row per catalog tile: the chunks holding the skipped scenes'
+        # tiles stay pending (every other chunk is written, and kept on a re-run).
+        raise SceneReadError(
+            f"embed: embedded every tile but those of the skipped scene(s) "
+            f"{', '.join(sorted(bad))}; their chunks of {uri} stay pending. Restore the files "
+            "and run embed again (it embeds only those chunks), or plan the scenes out of the "
+            "catalog with `antssl tiles --force` (which skips them) and embed again"
+        )
 
 
 def _maybe_fail(after: int | None, written: int, writes: list[ray.ObjectRef]) -> None:

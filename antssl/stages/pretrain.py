@@ -22,20 +22,30 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import ray
+import ray.data
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 from antssl import catalog, logs, storage, workspace
 from antssl.config import Config
-from antssl.data import tile_dataset
-from antssl.encoder import latest_uri, read_latest
+from antssl.data import readable_scenes, tile_dataset
+from antssl.encoder import latest_uri, read_latest, relative_ref
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.reader import BandStats
-from antssl.runtime import ensure_ray
-from antssl.scenes import load_infos
+from antssl.runtime import ensure_ray, quiet_train_worker, verbose
+from antssl.scenes import SceneInfo, load_infos
 from antssl.ssl import (
     Augment,
     all_reduce_mean,
@@ -99,6 +109,7 @@ def run(config: Config, force: bool = False) -> str:
         raise StageOrderError("no stats.json in the workspace: run `antssl tiles --config …`")
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
     infos = load_infos(config)
+    cat, _ = readable_scenes(cat, infos, config, "pretrain")  # scenes.on_bad_scene
     in_bands = len(stats.bands)
     if t.batch_size > len(cat):
         raise ConfigError(
@@ -110,9 +121,7 @@ def run(config: Config, force: bool = False) -> str:
     ensure_ray(config)
     _check_resources(config)
 
-    ds = tile_dataset(cat, infos, config, stats, columns=["image"])
-    if t.materialize:
-        ds = ds.materialize()
+    ds = training_dataset(cat, infos, config, stats)
     ckpt_root = workspace.checkpoints_uri(config)
     if force:
         _discard_run(config)
@@ -137,6 +146,8 @@ def run(config: Config, force: bool = False) -> str:
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.num_to_keep),
             worker_runtime_env={"env_vars": storage.worker_env(config.storage)},
+            # Ray Train's own INFO/WARNING lines to its log files, not the console (-v: all).
+            logging_config=LoggingConfig(log_level="DEBUG" if verbose() else "ERROR"),
         ),
         datasets={"train": ds},
     )
@@ -170,7 +181,7 @@ def run(config: Config, force: bool = False) -> str:
     ckpt_uri = prefix + ckpt.path.lstrip("/") if prefix == "s3://" else prefix + ckpt.path
     marker = {
         "run": run_name(config),
-        "checkpoint": ckpt_uri,
+        "checkpoint": relative_ref(ckpt_uri, config.workspace),  # portable workspaces
         "step": int(metrics["step"]),
         "loss": metrics.get("loss"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -180,6 +191,34 @@ def run(config: Config, force: bool = False) -> str:
         "pretrain: step %d, loss %.4f; checkpoint %s", marker["step"], marker["loss"], ckpt_uri
     )
     return ckpt_uri
+
+
+def training_dataset(
+    cat: pd.DataFrame, infos: dict[str, SceneInfo], config: Config, stats: BandStats
+) -> ray.data.Dataset:
+    """The tiles pretraining reads: an ``image`` column (and ``scene``, each tile's scene as
+    an integer, when ``train.cross_scene_weight`` > 0), held in the object store when
+    ``train.materialize``, its blocks in a random order so that batches (with the loop's
+    local shuffle buffer, ``train.shuffle_buffer``) mix scenes rather than walk the
+    catalog scene by scene."""
+    t = config.train
+    cross = t.cross_scene_weight > 0
+    ds = tile_dataset(
+        cat, infos, config, stats, columns=["image", "scene_id"] if cross else ["image"]
+    )
+    if cross:
+        index = {sid: i for i, sid in enumerate(sorted(cat["scene_id"].unique()))}
+
+        def scene_index(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            scene = np.fromiter(
+                (index[s] for s in batch["scene_id"]), np.int64, len(batch["scene_id"])
+            )
+            return {"image": batch["image"], "scene": scene}
+
+        ds = ds.map_batches(scene_index, batch_format="numpy", batch_size=None)
+    if t.materialize:
+        ds = ds.materialize()
+    return ds.randomize_block_order(seed=t.seed)
 
 
 def _discard_run(config: Config) -> None:
@@ -199,7 +238,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     config: Config = loop_config["config"]
     stats: BandStats = loop_config["stats"]
     t = config.train
-    logs.configure(stream=sys.stdout)  # a worker's stdout reaches the driver's console
+    # A worker's stdout reaches the driver's console; Ray Train's root handler would print
+    # each line a second time, and its per-report line is chatter (runtime.quiet_train_worker).
+    logs.configure(stream=sys.stdout, propagate=False)
+    quiet_train_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -235,11 +277,20 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             drop_last=True,
             dtypes=torch.float32,
             device=device,
-            local_shuffle_buffer_size=4 * local_bs,
+            local_shuffle_buffer_size=max(t.shuffle_buffer, local_bs) if t.shuffle_buffer else None,
         ):
             gen.manual_seed(t.seed + 1_000_003 * step + rank)
-            x = batch["image"]
-            loss, z1 = forward_step(model, loss_fn, augment, x, gen, t.texture_weight)
+            x, scene = batch["image"], batch.get("scene")
+            loss, z1 = forward_step(
+                model,
+                loss_fn,
+                augment,
+                x,
+                gen,
+                t.texture_weight,
+                None if scene is None else scene.long(),
+                t.cross_scene_weight,
+            )
             if not torch.isfinite(loss):
                 if rank == 0:
                     info = {"step": step, "loss": str(float(loss))}

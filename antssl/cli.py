@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     cfg_path, outputs = run_demo(Path(args.dir), args.scenes, args.heldout_scenes)
     _print_outputs(outputs, time.perf_counter() - start)
-    print(f"next: antssl serve --config {cfg_path}   (then open http://127.0.0.1:8000/docs)")
+    print(f"next: antssl serve --config {cfg_path}   (then open http://127.0.0.1:8000/map)")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

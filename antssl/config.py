@@ -147,6 +147,42 @@ class DataConfig(_Section):
     seed: int = 0
 
 
+class CacheConfig(_Section):
+    """The tile cache (``antssl cache``, :mod:`antssl.cache`): every kept tile once, as stored,
+    in a sharded Zarr array that pretrain and embed read instead of cutting the scenes again."""
+
+    enabled: bool = Field(
+        True,
+        description="Build and read the cache; false: pretrain and embed stream from the scenes "
+        "(one pass, or no room for the cache).",
+    )
+    shard_tiles: int = Field(
+        4096, ge=1, description="Tiles per shard: the unit one read (or write) task moves whole."
+    )
+    chunk_tiles: int = Field(
+        256, ge=1, description="Tiles per compressed chunk inside a shard (divides shard_tiles)."
+    )
+    codec: Literal["lz4", "zstd"] = Field(
+        "lz4", description="Blosc compressor (with byte shuffle); lz4 decompresses fastest."
+    )
+    level: int = Field(5, ge=1, le=9, description="Compression level.")
+    read_cpus: float = Field(
+        0.5, gt=0, description="CPUs reserved per cache read task (a decompress and a memcpy)."
+    )
+    inject_failure_after_shards: int | None = Field(
+        None, description="Crash drill: the job dies once this many shards are written."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CacheConfig:
+        if self.shard_tiles % self.chunk_tiles:
+            raise ValueError(
+                f"cache.chunk_tiles ({self.chunk_tiles}) must divide cache.shard_tiles "
+                f"({self.shard_tiles}), e.g. chunk_tiles 256 with shard_tiles 4096"
+            )
+        return self
+
+
 class AugmentSettings(_Section):
     """The two views' augmentations (:class:`antssl.ssl.augment.AugmentConfig`, same names and
     defaults). Intensities are in normalised (std) units; probabilities per sample."""
@@ -248,11 +284,14 @@ class TrainConfig(_Section):
     shuffle_buffer: int = Field(
         1024,
         ge=0,
-        description="Tiles each worker holds to shuffle its batches; with the blocks read in "
-        "a random order, batches mix scenes. 0: batches in stream order.",
+        description="Tiles each worker holds to shuffle the stream's batches; with the blocks "
+        "read in a random order, batches mix scenes. 0: batches in stream order. Not used when "
+        "reading the tile cache, whose read tasks mix scenes themselves.",
     )
     materialize: bool = Field(
-        True, description="Hold the tile dataset in the object store across epochs (no re-reads)."
+        True,
+        description="Hold the streamed tile dataset in the object store across epochs (no "
+        "re-reads; the tile cache makes this unnecessary).",
     )
     inject_failure_at_step: int | None = Field(
         None,
@@ -549,6 +588,7 @@ class Config(_Section):
     mask: MaskConfig = MaskConfig()
     tiling: TilingConfig = TilingConfig()
     data: DataConfig = DataConfig()
+    cache: CacheConfig = CacheConfig()
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     cluster: ClusterConfig = ClusterConfig()

@@ -1,4 +1,4 @@
-"""The Ray Data tile stream: overlapping georeferenced tiles, each scene region read once.
+"""The Ray Data tile sources: the stream cut from the scenes, and the tile cache.
 
 :class:`TileDatasource` turns the tile catalog into read tasks. A task owns a
 block of up to ``data.rows_per_task`` tile rows × ``COLS_PER_TASK`` tile
@@ -13,6 +13,9 @@ of ``data.batch_tiles`` rows::
                (raw values and a ``valid`` (size, size) bool column when normalise=False)
     x, y       float64 centre in the scene CRS
     lon, lat   float64 EPSG:4326 degrees (NaN for scenes without a CRS)
+
+:class:`CacheDatasource` reads the same tiles from the tile cache (:mod:`antssl.cache`)
+as stored, with their ``valid`` masks, for the device to normalise.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import ray
 from ray.data import Dataset, Datasource, ReadTask
 from ray.data.block import Block, BlockAccessor, BlockMetadata
 
-from antssl import reader
+from antssl import cache, reader
 from antssl.config import Config, StorageConfig
+from antssl.errors import StorageError
 from antssl.reader import BandStats
 from antssl.scenes import SceneInfo, open_raster
 
@@ -158,6 +162,142 @@ class TileDatasource(Datasource):
             )
             tasks.append(ReadTask(read_fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks
+
+
+class CacheDatasource(Datasource):
+    """Ray Data source of cached tiles ``rows``; each read task reads its rows in one go
+    and yields blocks of ``batch_tiles`` rows::
+
+        tile_index int64, image (C, size, size) the cache dtype, valid (size, size) bool
+        [scene int64, the tile's scene as an integer, when ``scene`` is given]
+
+    Without ``shuffle_seed`` (embedding) a task reads one shard's rows, in catalog order.
+    With it (pretraining) a task reads ``shard_tiles`` rows as whole chunks of
+    ``chunk_tiles`` drawn at random from the whole cache (so from many scenes and
+    places), and yields them shuffled: batches mix scenes without a shuffle buffer."""
+
+    def __init__(
+        self,
+        uri: str,
+        storage_cfg: StorageConfig,
+        rows: np.ndarray,
+        shard_tiles: int,
+        chunk_tiles: int,
+        tile_nbytes: int,
+        batch_tiles: int,
+        scene: np.ndarray | None = None,
+        shuffle_seed: int | None = None,
+    ) -> None:
+        self._uri, self._storage = uri, storage_cfg
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        scene = None if scene is None else np.asarray(scene, dtype=np.int64)[order]
+        self._rows, self._scene = rows, scene
+        self._tile_nbytes = tile_nbytes
+        self._batch = batch_tiles
+        self._seed = shuffle_seed
+        if shuffle_seed is None:  # one task per shard, in catalog order
+            groups = cache.split_runs(rows, rows // shard_tiles)
+        else:  # tasks of shard_tiles rows drawn as whole chunks from all over the cache
+            pieces = cache.split_runs(rows, rows // chunk_tiles)
+            rng = np.random.default_rng(shuffle_seed)
+            pieces = [pieces[i] for i in rng.permutation(len(pieces))]
+            per = max(1, shard_tiles // chunk_tiles)
+            groups = [
+                np.sort(np.concatenate(pieces[i : i + per])) for i in range(0, len(pieces), per)
+            ]
+        self._parts = [(i, g) for i, g in enumerate(groups)]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self._parts)
+
+    def get_name(self) -> str:
+        return "AntsslTileCache"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return len(self._rows) * self._tile_nbytes
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        tasks = []
+        uri, storage_cfg, batch, seed = self._uri, self._storage, self._batch, self._seed
+        for part, pos in self._parts:
+            rows = self._rows[pos]
+            scene = None if self._scene is None else self._scene[pos]
+
+            def read_fn(
+                part: int = part, rows: np.ndarray = rows, scene: np.ndarray | None = scene
+            ) -> Iterator[Block]:
+                yield from _read_part(uri, storage_cfg, rows, scene, batch, seed, part)
+
+            meta = BlockMetadata(
+                num_rows=len(rows),
+                size_bytes=len(rows) * self._tile_nbytes,
+                exec_stats=None,
+                input_files=(uri,),
+            )
+            tasks.append(ReadTask(read_fn, meta, per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def _read_part(
+    uri: str,
+    storage_cfg: StorageConfig,
+    rows: np.ndarray,
+    scene: np.ndarray | None,
+    batch: int,
+    seed: int | None,
+    part: int,
+) -> Iterator[Block]:
+    group = cache.open_cache(uri, storage_cfg)
+    try:
+        pix, val = cache.read_rows(group, rows)
+    except (OSError, ValueError) as err:
+        raise StorageError(
+            f"cannot read rows {rows[0]}..{rows[-1]} of the tile cache {uri}: {err}; rebuild "
+            "it with `antssl cache --force`, or set cache.enabled: false to stream instead"
+        ) from err
+    order = np.arange(len(rows))
+    if seed is not None:
+        order = np.random.default_rng(seed + part).permutation(len(rows))
+    for s in range(0, len(rows), batch):
+        sel = order[s : s + batch]
+        out: dict[str, np.ndarray] = {"tile_index": rows[sel], "image": pix[sel], "valid": val[sel]}
+        if scene is not None:
+            out["scene"] = scene[sel]
+        yield BlockAccessor.batch_to_block(out)
+
+
+def cache_dataset(
+    config: Config,
+    cat: pd.DataFrame,
+    infos: dict[str, SceneInfo],
+    scene: np.ndarray | None = None,
+    shuffle_seed: int | None = None,
+) -> Dataset:
+    """The cached tiles of the catalog rows ``cat.index`` as a Ray Dataset (see
+    :class:`CacheDatasource`); the caller checked :func:`antssl.cache.usable`."""
+    from antssl import workspace
+
+    _, _, per_tile = cache.tile_bytes(infos, config.tiling.size)
+    group = cache.open_cache(workspace.cache_uri(config), config.storage)
+    source = CacheDatasource(
+        workspace.cache_uri(config),
+        config.storage,
+        cat.index.to_numpy(np.int64),
+        int(group.attrs["shard_tiles"]),
+        int(group["pixels"].chunks[0]),
+        per_tile,
+        cache.BLOCK_TILES,
+        scene,
+        shuffle_seed,
+    )
+    return ray.data.read_datasource(
+        source, override_num_blocks=max(1, source.num_tasks), num_cpus=config.cache.read_cpus
+    )
 
 
 def readable_scenes(

@@ -81,5 +81,9 @@ class Unauthorized(AntsslError, PermissionError):
     """A bearer token is required and was missing or wrong."""
 
 
+class Forbidden(AntsslError, PermissionError):
+    """The bearer token is valid, but not for this route (the read token on an admin one)."""
+
+
 class ServiceError(AntsslError, RuntimeError):
     """The service answered with an error (the message is its detail); raised by the client."""

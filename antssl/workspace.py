@@ -35,6 +35,11 @@ def previews_uri(config: Config) -> str:
     return path(config, "previews")
 
 
+def cache_uri(config: Config) -> str:
+    """The tile cache (``antssl cache``): every kept tile as stored, sharded Zarr."""
+    return path(config, "tiles.zarr")
+
+
 def checkpoints_uri(config: Config) -> str:
     return path(config, "checkpoints")
 

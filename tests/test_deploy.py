@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 CONFIG_MOUNT = "/etc/antssl"
 CONFIG_PATH = f"{CONFIG_MOUNT}/config.yaml"
-STAGES = ("tiles", "pretrain", "embed", "cluster", "maps", "index", "evaluate", "pipeline")
+STAGES = ("tiles", "cache", "pretrain", "embed", "cluster", "maps", "index", "evaluate", "pipeline")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 
@@ -336,6 +336,16 @@ def test_rayservice_import_path_is_the_package_build_app() -> None:
 
     args = ServeArgs.model_validate(app["args"])
     assert args.config == CONFIG_PATH and args.fit_to_cluster is False
+
+
+def test_rayservice_times_requests_out_as_antssl_serve() -> None:
+    from ray.serve.config import HTTPOptions
+
+    from antssl.config import ServeConfig
+
+    serve = yaml.safe_load(RAYSERVICE["spec"]["serveConfigV2"])
+    options = HTTPOptions(**serve["http_options"])  # what Serve accepts
+    assert options.request_timeout_s == ServeConfig().request_timeout_s
 
 
 # --- images, Dockerfile, .dockerignore ---------------------------------------------------

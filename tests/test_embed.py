@@ -90,6 +90,25 @@ def test_store_round_trip_and_idempotence(trained: dict, stage_log) -> None:
     assert "nothing to do" in stage_log.text
 
 
+def test_embed_from_the_tile_cache_equals_reference(trained: dict, stage_log) -> None:
+    """Raw tiles from the cache, normalised on the actor's device: the same embeddings."""
+    from antssl.stages import cache as cache_stage
+
+    data = {**trained["data"], "workspace": trained["data"]["workspace"] + "-cache"}
+    cfg = make_config(data)
+    fs, src = storage.filesystem(trained["data"]["workspace"], cfg.storage)
+    _, dst = storage.filesystem(cfg.workspace, cfg.storage)
+    fs.copy(src + "/", dst + "/", recursive=True)
+    cache_stage.run(cfg)
+    stage_log.clear()
+    embed.run(cfg, force=True)
+    assert "embed: reading tiles from the cache" in stage_log.text
+    group = zarr.open_group(store.zarr_store(workspace.embeddings_uri(cfg), cfg.storage), mode="r")
+    np.testing.assert_allclose(
+        group["embedding"][:], reference_embeddings(cfg), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_crash_midway_then_resume_equals_reference(
     trained: dict, tmp_path: Path, stage_log
 ) -> None:

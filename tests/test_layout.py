@@ -24,6 +24,7 @@ PKG = Path(antssl.__file__).parent
 # helper and the Serve app (the antssl.serve package).
 RAY_MODULES = {
     "antssl.stages.tiles",
+    "antssl.stages.cache",
     "antssl.stages.pretrain",
     "antssl.stages.embed",
     "antssl.stages.cluster",
@@ -163,7 +164,15 @@ def test_the_cli_offers_every_registered_stage_with_force() -> None:
         sig = inspect.signature(mod.run)
         assert list(sig.parameters)[:2] == ["config", "force"], s.name
         assert sig.parameters["force"].default is False
-    assert [s.name for s in PIPELINE] == ["tiles", "pretrain", "embed", "cluster", "maps", "index"]
+    assert [s.name for s in PIPELINE] == [
+        "tiles",
+        "cache",
+        "pretrain",
+        "embed",
+        "cluster",
+        "maps",
+        "index",
+    ]
     assert parser.parse_args(["pipeline", "--config", "c.yaml", "--force"]).force is True
 
 

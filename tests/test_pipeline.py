@@ -47,6 +47,9 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
     out = "".join(capsys.readouterr())  # the summary on stdout, progress (logging) on stderr
     assert "pipeline: done" in out and "embeddings.zarr" in out
+    # pretrain and embed read the tile cache the pipeline wrote, not the scenes
+    assert "pretrain: reading tiles from the cache" in out
+    assert "embed: reading tiles from the cache" in out
     ws = tmp_path / "ws"
     for name in (
         "tiles.parquet",
@@ -88,6 +91,7 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
     out = "".join(capsys.readouterr())
     assert "appending the new rows" in out and "assigned" in out
+    assert "cache: catalog grew" in out  # the cache took the new scenes' tiles too
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels2 = group["cluster"][:]
     cat2 = catalog.read(workspace.catalog_uri(cfg), cfg.storage)
@@ -117,6 +121,7 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
 # The file each stage writes last (its completion marker, or an output only it rewrites).
 MARKERS = {
     "tiles": "tiles.json",
+    "cache": "tiles.zarr/zarr.json",
     "pretrain": "checkpoints/latest.json",
     "embed": "embeddings.zarr/embedding/zarr.json",
     "cluster": "embeddings.zarr/centroids/zarr.json",

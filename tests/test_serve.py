@@ -495,6 +495,13 @@ def test_contract_in_openapi_and_headers(service) -> None:
     assert "SimilarRequest" in doc["components"]["schemas"]
     geo = doc["paths"]["/v1/similar"]["get"]["responses"]["200"]["content"]
     assert "application/geo+json" in geo
+    # errors are JSON ErrorBody even where success is GeoJSON or PNG
+    for path in ("/v1/similar", "/v1/tiles/{tile_id}", "/v1/tiles/{tile_id}/image.png"):
+        content = doc["paths"][path]["get"]["responses"]["404"]["content"]
+        assert content == {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+        }
+    assert {"401", "403"} <= set(doc["paths"]["/v1/reload"]["post"]["responses"])
     t = service["cat"]["tile_id"].iloc[0]
     r = c.get("/v1/similar", params={"tile_id": t, "k": 2})
     assert r.headers["content-type"].startswith("application/geo+json")
@@ -511,7 +518,12 @@ def test_auth_scheme_admin_token_and_public_readiness(service) -> None:
     for scheme in ("bearer", "BEARER", "Bearer"):
         ok = c.get(f"/secure/v1/tiles/{t}", headers={"authorization": f"{scheme} s3cret"})
         assert ok.status_code == 200, scheme
-    _assert_error(c.post("/secure/v1/reload", headers={"authorization": "Bearer s3cret"}), 401)
+    # the read token is valid but not enough for /v1/reload (an admin token is set): 403
+    r = c.post("/secure/v1/reload", headers={"authorization": "Bearer s3cret"})
+    assert "admin token" in _assert_error(r, 403, "forbidden")["detail"]
+    assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+    _assert_error(c.post("/secure/v1/reload", headers={"authorization": "Bearer wrong"}), 401)
+    _assert_error(c.post("/secure/v1/reload"), 401, "unauthorized")
     r = c.post("/secure/v1/reload", headers={"authorization": "Bearer adm1n"})
     assert r.status_code == 200 and "reloaded" in r.json()
     assert c.get("/secure/readyz").json() == {"status": "ready"}  # public: no details

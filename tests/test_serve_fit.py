@@ -74,3 +74,23 @@ def test_good_patches_parse() -> None:
     for bad in (b"[" * 50_000, b'{"pixels": [' + b"9" * 5000 + b"]}", b"\xff"):
         with pytest.raises(BadRequest, match="body"):
             parse_json(bad, EmbedRequest)
+
+
+def test_api_replicas_are_replaced_fast_and_backpressure_says_when_to_retry() -> None:
+    """bench/failover.py: a crashed Api replica is noticed on the next health check and
+    its replacement's start is mostly imports; the proxy's own 503 carries Retry-After."""
+    import subprocess
+    import sys
+
+    from antssl.serve.app import Api
+    from antssl.serve.errors import RETRY_AFTER_S
+
+    config = Api._deployment_config
+    assert config.health_check_period_s <= 2 and config.health_check_timeout_s <= 5
+    assert config.backpressure_config.retry_after_s == RETRY_AFTER_S
+    assert config.backpressure_config.status_code == 503
+    # an Api replica imports the app module: torch (the Embedder's) and matplotlib (the
+    # viewer's colours) stay out of it, ~3 s less per replacement on this machine
+    code = "import sys, antssl.serve.app; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -28,8 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-from fastapi import FastAPI, Query, Request, Security
+from fastapi import FastAPI, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
@@ -81,6 +80,7 @@ class GeoJSONResponse(JSONResponse):
 
 _DESCRIPTIONS = {
     401: "A bearer token is required (auth on) and was missing or wrong.",
+    403: "The bearer token is valid but not enough here (the read token on an admin route).",
     404: "The tile, place or route does not exist.",
     413: "The body is larger than the service accepts (max_body_bytes).",
     422: "A field has a bad value; `detail` names it.",
@@ -89,13 +89,17 @@ _DESCRIPTIONS = {
 }
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+"""Errors are JSON whatever the route's success media type (GeoJSON, PNG)."""
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in (*codes, 500, 503):
-        entry: dict[str, Any] = {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
+        entry: dict[str, Any] = {"content": _ERROR_CONTENT, "description": _DESCRIPTIONS[code]}
         if code == 503:
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
-        if code == 401:
+        if code in (401, 403):
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
         out[code] = entry
     return out
@@ -160,7 +164,7 @@ def _register_models(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = original()
             comps = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (EmbedRequest, SimilarRequest):
+            for model in (EmbedRequest, SimilarRequest, ErrorBody):
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, sub in js.pop("$defs", {}).items():
                     comps.setdefault(name, sub)
@@ -179,6 +183,8 @@ class Embedder:
     """The checkpoint, loaded once; dynamic batching of single patches."""
 
     def __init__(self, args: ServeArgs) -> None:
+        import torch  # here, not at the top: an Api replica starts ~2 s sooner without it
+
         from antssl.encoder import load_encoder
 
         config = _config(args)
@@ -200,6 +206,8 @@ class Embedder:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed_batch(self, patches: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
         x = np.stack(patches).astype(np.float32)
         mean = np.asarray(self.stats.mean, np.float32)[None, :, None, None]
         std = np.asarray(self.stats.std, np.float32)[None, :, None, None]
@@ -319,9 +327,11 @@ _QUERY_KEYS = {"k", "exclude_radius_km", "bbox", "scene", "include_self", "disti
 @serve.deployment(
     max_ongoing_requests=64,
     max_queued_requests=128,
-    health_check_period_s=5,
-    health_check_timeout_s=10,
+    health_check_period_s=2,  # a crashed replica is replaced ~2 s after (bench/failover.py)
+    health_check_timeout_s=5,
     graceful_shutdown_timeout_s=5,
+    # the proxy's own 503 (every replica's queue full) says when to retry, as ours do
+    backpressure_config={"retry_after_s": RETRY_AFTER_S},
 )
 @serve.ingress(api)
 class Api:
@@ -393,7 +403,14 @@ class Api:
         "/readyz",
         response_model=Ready,
         summary="Readiness: status for everyone, details with a token",
-        responses=_errors(),
+        responses={
+            **_errors(),
+            503: {
+                "model": Ready,
+                "description": 'Not ready yet: `{"status": "not_ready"}`; retry after Retry-After.',
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            },
+        },
         dependencies=_AUTH,
     )
     async def readyz(self, request: Request) -> Any:
@@ -496,8 +513,8 @@ class Api:
     )
     async def tile_image(
         self,
-        tile_id: str,
         request: Request,
+        tile_id: str = Path(..., examples=[EXAMPLE_TILE]),
         size: int = Query(128, ge=16, le=MAX_SIZE, description="Edge in pixels (16 … 512)."),
     ) -> Response:
         """The tile's real pixels read from its workspace scene (bands 1-3 as RGB, or band 1
@@ -515,7 +532,9 @@ class Api:
         responses={200: _geojson("Feature"), **_errors(401, 404, 422)},
         dependencies=_AUTH,
     )
-    async def tile(self, tile_id: str, request: Request) -> GeoJSONResponse:
+    async def tile(
+        self, request: Request, tile_id: str = Path(..., examples=[EXAMPLE_TILE])
+    ) -> GeoJSONResponse:
         """One tile of the catalog as a GeoJSON Feature (footprint polygon, EPSG:4326)."""
         self._auth(request)
         return GeoJSONResponse(await self._search("tile", tile_id))
@@ -649,13 +668,15 @@ class Api:
         "/v1/reload",
         response_model=Reloaded,
         summary="Load a new store version or index (admin token)",
-        responses=_errors(401),
+        responses=_errors(401, 403),
         dependencies=_AUTH,
     )
     async def reload(self, request: Request) -> dict[str, Any]:
         """Load a new version of the store (e.g. after new coastlines were embedded). Takes
-        the admin token when one is set (else the read token, when auth is on)."""
-        http.check_token(request, self.admin or self.token, what="/v1/reload")
+        the admin token when one is set (the read token then gets 403), else the read token
+        when auth is on."""
+        lesser = (self.token,) if self.admin else ()
+        http.check_token(request, self.admin or self.token, what="/v1/reload", lesser=lesser)
         return await self._search("reload", False)
 
 

@@ -15,6 +15,7 @@ from antssl.errors import (
     ConfigError,
     EmptyResultError,
     EvaluationError,
+    Forbidden,
     MaskError,
     NotFound,
     SceneError,
@@ -32,6 +33,7 @@ __all__ = [
     "CODES",
     "STATUS",
     "BadRequest",
+    "Forbidden",
     "NotFound",
     "TooLarge",
     "Unauthorized",
@@ -41,6 +43,7 @@ __all__ = [
 
 STATUS: list[tuple[type[BaseException], int]] = [
     (Unauthorized, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (TooLarge, 413),
     (BadRequest, 422),
@@ -62,6 +65,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
 
 CODES: dict[type[BaseException], str] = {
     Unauthorized: "unauthorized",
+    Forbidden: "forbidden",
     NotFound: "not_found",
     TooLarge: "payload_too_large",
     BadRequest: "invalid_request",

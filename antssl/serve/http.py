@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from antssl.errors import AntsslError, BadRequest, TooLarge, Unauthorized
+from antssl.errors import AntsslError, BadRequest, Forbidden, TooLarge, Unauthorized
 from antssl.serve.errors import HTTP_CODES, RETRY_AFTER_S, code_of, status_of
 from antssl.serve.payload import describe
 
@@ -62,6 +62,8 @@ def error_response(
         extra.setdefault("Retry-After", str(RETRY_AFTER_S))
     if status == 401:
         extra.setdefault("WWW-Authenticate", 'Bearer realm="antssl"')
+    if status == 403:  # RFC 6750 3.1: a valid token without the rights the route needs
+        extra.setdefault("WWW-Authenticate", 'Bearer realm="antssl", error="insufficient_scope"')
     body = {"detail": detail, "code": code, "request_id": rid}
     return JSONResponse(body, status_code=status, headers=extra)
 
@@ -226,13 +228,29 @@ def bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def check_token(request: Request, *tokens: str | None, what: str = "this route") -> None:
-    """Unauthorized unless the request's bearer token is one of ``tokens`` (set ones)."""
+def check_token(
+    request: Request,
+    *tokens: str | None,
+    what: str = "this route",
+    lesser: tuple[str | None, ...] = (),
+) -> None:
+    """Unauthorized unless the request's bearer token is one of ``tokens`` (set ones);
+    Forbidden when it is one of ``lesser`` instead: a valid token, not enough for ``what``
+    (the read token on /v1/reload when an admin token is set)."""
     wanted = [t for t in tokens if t]
     if not wanted:
         return
     given = bearer(request)
     if given is None:
         raise Unauthorized(f"authorization: {what} needs an 'Authorization: Bearer <token>' header")
-    if not any(hmac.compare_digest(given.encode(), t.encode()) for t in wanted):
-        raise Unauthorized(f"authorization: the bearer token is not valid for {what}")
+    if _matches(given, wanted):
+        return
+    if _matches(given, [t for t in lesser if t]):
+        raise Forbidden(
+            f"authorization: the bearer token is valid, but {what} needs the admin token"
+        )
+    raise Unauthorized(f"authorization: the bearer token is not valid for {what}")
+
+
+def _matches(given: str, tokens: list[str]) -> bool:
+    return any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)

@@ -26,7 +26,6 @@ from pyproj import Transformer
 
 from antssl.config import Config
 from antssl.errors import NotFound, StageOrderError
-from antssl.maps import palette
 from antssl.scenes import SceneInfo, load_infos
 from antssl.search.service import ServiceIndex
 from antssl.serve.viewer_image import ThumbnailCache, render_png
@@ -198,6 +197,8 @@ class MapData:
         names, codes = np.unique(t.scene_id[keep].astype(str), return_inverse=True)
         outlines = {s["scene_id"]: s["outline"] for s in scene_footprints(self.infos())}
         k = int(t.cluster.max(initial=-1)) + 1
+        from antssl.maps import palette  # matplotlib: only when the viewer's data is built
+
         colours = ["#" + bytes(c).hex() for c in palette(k).tolist()] if k else []
         return {
             "crs": CRS,

@@ -9,6 +9,7 @@ from it, and :func:`run_pipeline` runs those marked ``pipeline``:
 stage (= command)     module                                         writes
 ====================  =============================================  ===================
 tiles                 :mod:`antssl.stages.tiles`                      tiles.parquet, stats
+cache                 :mod:`antssl.stages.cache` (Ray tasks)          tiles.zarr (tile cache)
 pretrain              :mod:`antssl.stages.pretrain` (Ray Train)       checkpoints/
 embed                 :mod:`antssl.stages.embed` (Ray Data)           embeddings.zarr
 cluster               :mod:`antssl.stages.cluster` (Ray actors)       labels + centroids
@@ -64,6 +65,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("tiles", "plan the coastal tile catalog, stats and previews"),
+    Stage("cache", "write every kept tile once into the tile cache (tiles.zarr)"),
     Stage("pretrain", "self-supervised pretraining on Ray Train"),
     Stage("embed", "embed every tile into the Zarr store"),
     Stage("cluster", "k-means on the embeddings: labels, centroids, exemplars"),

@@ -24,9 +24,10 @@ import ray
 import torch
 from tqdm import tqdm
 
-from antssl import catalog, storage, store, workspace
+from antssl import cache, catalog, storage, store, workspace
+from antssl.cache import normalise_torch
 from antssl.config import Config, StorageConfig
-from antssl.data import readable_scenes, tile_dataset
+from antssl.data import cache_dataset, readable_scenes, tile_dataset
 from antssl.encoder import relative_ref, require_latest, resolve_ref
 from antssl.errors import ConfigError, SceneReadError, StorageError
 from antssl.reader import BandStats
@@ -44,11 +45,15 @@ class Embedder:
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         with tempfile.TemporaryDirectory() as tmp:
             local = storage.download_dir(checkpoint_uri, Path(tmp), storage_cfg)
-            self.model, _ = load_checkpoint(local, map_location=self.device)
+            self.model, meta = load_checkpoint(local, map_location=self.device)
+        self.stats = meta["stats"]
         self.model.eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
+        if "valid" in batch:  # raw pixels from the tile cache: normalise on the device
+            valid = torch.from_numpy(np.ascontiguousarray(batch["valid"])).to(self.device)
+            x = normalise_torch(x, valid, self.stats["mean"], self.stats["std"])
         with (
             torch.inference_mode(),
             torch.autocast(
@@ -191,7 +196,10 @@ def _embed_rows(
     subset.index = todo  # tile_index of the stream = catalog row
     infos = load_infos(config)
     kept, bad = readable_scenes(subset, infos, config, "embed")  # scenes.on_bad_scene
-    ds = tile_dataset(kept, infos, config, stats, ["tile_index", "image"])
+    if cache.usable(config, cat, infos, "embed"):
+        ds = cache_dataset(config, kept, infos)
+    else:
+        ds = tile_dataset(kept, infos, config, stats, ["tile_index", "image"])
     out = ds.map_batches(
         Embedder,
         fn_constructor_kwargs={

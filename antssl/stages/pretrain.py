@@ -38,9 +38,10 @@ from ray.train import (
 )
 from ray.train.torch import TorchTrainer
 
-from antssl import catalog, logs, storage, workspace
+from antssl import cache, catalog, logs, storage, workspace
+from antssl.cache import normalise_torch
 from antssl.config import Config
-from antssl.data import readable_scenes, tile_dataset
+from antssl.data import cache_dataset, readable_scenes, tile_dataset
 from antssl.encoder import latest_uri, read_latest, relative_ref
 from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
 from antssl.reader import BandStats
@@ -109,6 +110,7 @@ def run(config: Config, force: bool = False) -> str:
         raise StageOrderError("no stats.json in the workspace: run `antssl tiles --config …`")
     stats = BandStats.from_json(storage.read_text(workspace.stats_uri(config), config.storage))
     infos = load_infos(config)
+    full = cat
     cat, _ = readable_scenes(cat, infos, config, "pretrain")  # scenes.on_bad_scene
     in_bands = len(stats.bands)
     if t.batch_size > len(cat):
@@ -121,7 +123,8 @@ def run(config: Config, force: bool = False) -> str:
     ensure_ray(config)
     _check_resources(config)
 
-    ds = training_dataset(cat, infos, config, stats)
+    cached = cache.usable(config, full, infos, "pretrain")
+    ds = training_dataset(cat, infos, config, stats, cached=cached)
     ckpt_root = workspace.checkpoints_uri(config)
     if force:
         _discard_run(config)
@@ -133,6 +136,7 @@ def run(config: Config, force: bool = False) -> str:
             "stats": stats,
             "in_bands": in_bands,
             "run": run_name(config),
+            "cached": cached,
         },
         scaling_config=ScalingConfig(
             num_workers=t.num_workers,
@@ -194,15 +198,30 @@ def run(config: Config, force: bool = False) -> str:
 
 
 def training_dataset(
-    cat: pd.DataFrame, infos: dict[str, SceneInfo], config: Config, stats: BandStats
+    cat: pd.DataFrame,
+    infos: dict[str, SceneInfo],
+    config: Config,
+    stats: BandStats,
+    cached: bool = False,
 ) -> ray.data.Dataset:
     """The tiles pretraining reads: an ``image`` column (and ``scene``, each tile's scene as
-    an integer, when ``train.cross_scene_weight`` > 0), held in the object store when
-    ``train.materialize``, its blocks in a random order so that batches (with the loop's
-    local shuffle buffer, ``train.shuffle_buffer``) mix scenes rather than walk the
-    catalog scene by scene."""
+    an integer, when ``train.cross_scene_weight`` > 0) in an order that mixes scenes in a
+    batch (with the loop's local shuffle buffer, ``train.shuffle_buffer``) rather than
+    walking the catalog scene by scene.
+
+    ``cached``: read the tile cache (:mod:`antssl.cache`): raw pixels and a ``valid``
+    column that the loop normalises on its device; whole shards in a seeded random order,
+    rows shuffled within each. Else the stream from the scenes, normalised by the read
+    tasks, held in the object store when ``train.materialize``, its blocks in a random
+    order."""
     t = config.train
     cross = t.cross_scene_weight > 0
+    if cached:
+        scene = None
+        if cross:
+            index = {sid: i for i, sid in enumerate(sorted(cat["scene_id"].unique()))}
+            scene = cat["scene_id"].map(index).to_numpy(np.int64)
+        return cache_dataset(config, cat, infos, scene=scene, shuffle_seed=t.seed)
     ds = tile_dataset(
         cat, infos, config, stats, columns=["image", "scene_id"] if cross else ["image"]
     )
@@ -270,17 +289,21 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     gen = torch.Generator(device=device)
     local_bs = t.batch_size // world
     shard = ray.train.get_dataset_shard("train")
+    # The cache's read tasks already mix scenes and shuffle (cache.CacheDatasource); the
+    # stream needs the local buffer.
+    buffer = None if loop_config.get("cached") or not t.shuffle_buffer else t.shuffle_buffer
     tiles_seen, t0 = 0, time.perf_counter()
     while step < t.steps:
         for batch in shard.iter_torch_batches(
             batch_size=local_bs,
             drop_last=True,
-            dtypes=torch.float32,
             device=device,
-            local_shuffle_buffer_size=max(t.shuffle_buffer, local_bs) if t.shuffle_buffer else None,
+            local_shuffle_buffer_size=max(buffer, local_bs) if buffer else None,
         ):
             gen.manual_seed(t.seed + 1_000_003 * step + rank)
             x, scene = batch["image"], batch.get("scene")
+            if "valid" in batch:  # raw pixels from the tile cache: normalise on the device
+                x = normalise_torch(x, batch["valid"], stats.mean, stats.std)
             loss, z1 = forward_step(
                 model,
                 loss_fn,

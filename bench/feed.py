@@ -142,6 +142,8 @@ def run(a: argparse.Namespace, work: Path, endpoint: str | None, exclude: list[i
     ):
         wall, cpu, k = best(fn, a.repeat, exclude)
         assert k == n, (name, k, n)
+        if cpu < 0.2 * wall:  # a worker that exited within the pass took its CPU time along
+            cpu = float("nan")
         rows.append([name, wall, k / wall, cpu, k / max(cpu, 1e-9)])
         print(f"  {name}: {k / wall:.0f} tiles/s, {k / max(cpu, 1e-9):.0f} tiles per CPU s")
     plain = rows[3][2]

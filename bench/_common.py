@@ -157,6 +157,46 @@ def sample_workspace(
     return data
 
 
+# ---------------------------------------------------------------- antssl serve
+
+
+def start_service(config: Path, log_path: Path, timeout: float = 300.0) -> tuple[Any, str]:
+    """``antssl serve --config config`` (its own local Ray) on a free 127.0.0.1 port, as the
+    README runs it; returns ``(process, url)`` once it says it serves, with its output in
+    ``log_path``. Raises, with the log's tail, when it exits or times out first."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    exe = str(Path(sys.executable).parent / "antssl")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [exe, "serve", "--config", str(config), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.time() + timeout
+    while f"antssl service on {url}" not in log_path.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            stop_service(proc)
+            raise RuntimeError(f"antssl serve did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(1)
+    return proc, url
+
+
+def stop_service(proc: Any) -> None:
+    """SIGTERM (``antssl serve`` shuts Serve down), then kill after 60 s."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # ---------------------------------------------------------------- capture, machine, tables
 
 

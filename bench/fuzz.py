@@ -16,59 +16,17 @@ failure (the smallest failing case, as a curl command), and the run time.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import loadavg, machine
+from _common import loadavg, machine, start_service, stop_service
 
 from tests.test_serve_fuzz import fuzz
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_service(config: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """``antssl serve --config config`` on a free port; returns once every replica is up."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    exe = str(Path(sys.executable).parent / "antssl")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [exe, "serve", "--config", str(config), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    deadline = time.time() + 300
-    while f"antssl service on {url}" not in log_path.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            stop(proc)
-            raise SystemExit(f"antssl serve did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(1)
-    return proc, url
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def main() -> None:
@@ -90,7 +48,7 @@ def main() -> None:
         report = fuzz(url, a.examples, derandomize=a.seeded)
     finally:
         if proc is not None:
-            stop(proc)
+            stop_service(proc)
     print(f"\n{'operation':<34} {'cases':>6}  statuses")
     for op, n in report.cases.items():
         seen = ", ".join(f"{k}: {v}" for k, v in sorted(report.statuses[op].items()))

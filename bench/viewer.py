@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine
+from _common import machine, start_service, stop_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,28 +64,6 @@ def clustered_workspace(work: Path, n: int, seed: int, k: int = 12) -> Path:
     centres = emb[np.random.default_rng(seed).choice(len(emb), k, replace=False)]
     group["cluster"][:] = np.argmax(emb @ centres.T, axis=1).astype(np.int32)
     return cfg_path
-
-
-def start_service(cfg_path: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    exe = str(Path(sys.executable).parent / "antssl")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [exe, "serve", "--config", str(cfg_path), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while f"map viewer: {url}/map" not in log_path.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"antssl serve did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(1)
-    return proc, url
 
 
 def browser() -> Any:
@@ -209,8 +184,7 @@ def main() -> None:
             print(f"screenshot: {a.screenshot}")
     finally:
         driver.quit()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop_service(proc)
     chrome = subprocess.run(["chromium", "--version"], capture_output=True, text=True).stdout
     cold, warm = loads[0], loads[1:] or loads
     print(f"\nmachine: {machine()}; {chrome.strip()}")

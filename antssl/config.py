@@ -341,6 +341,11 @@ class ClusterConfig(_Section):
     tol: float = Field(0.0, ge=0, description="Stop when the centroid shift falls below this.")
     refine_iters: int = Field(2, ge=0, description="Full Lloyd passes after the mini-batches.")
     num_actors: int = Field(2, ge=1, description="Actors, each owning a range of Zarr chunks.")
+    hold: Literal["auto", "float32", "float16"] = Field(
+        "auto",
+        description="dtype the actors hold rows in; auto: float16 from 5e8 values (~3.9 M "
+        "tiles at D = 128), halving their memory (distances stay float32).",
+    )
     silhouette_sample: int = Field(5000, ge=10)
     exemplars: int = Field(6, ge=1, description="Exemplar tiles per cluster (nearest centroid).")
     overwrite: bool = Field(
@@ -368,10 +373,36 @@ class IndexConfig(_Section):
     below (exact search is ~4 ms per query at 1e5 x 128 on one core: bench/RESULTS.md).
     """
 
-    kind: Literal["auto", "exact", "ivf", "hnsw"] = Field(
-        "auto", description="auto: ivf when the store has >= min_rows tiles, else exact."
+    kind: Literal["auto", "exact", "ivf", "hnsw", "ivfpq"] = Field(
+        "auto",
+        description="auto: exact below min_rows tiles, ivf up to ivfpq_min_rows, then ivfpq "
+        "(sharded, compressed: antssl.search.shards).",
     )
     min_rows: int = Field(100_000, ge=1, description="Smallest store auto builds an index for.")
+    ivfpq_min_rows: int = Field(
+        5_000_000,
+        ge=1,
+        description="Smallest store auto builds the sharded ivfpq index for (each service "
+        "replica then holds its shard's codes, not every embedding).",
+    )
+    shard_rows: int = Field(
+        10_000_000,
+        ge=1,
+        description="ivfpq: tiles per shard (shards = ceil(tiles / shard_rows)) unless "
+        "index.shards is set; one Serve deployment per shard.",
+    )
+    shards: int | None = Field(None, ge=1, description="ivfpq: number of shards (overrides).")
+    pq_m: int = Field(
+        32, ge=1, description="ivfpq: bytes per vector (product-quantiser sub-vectors; divides D)."
+    )
+    rerank: int = Field(
+        256, ge=1, description="ivfpq: candidates per shard re-scored from the stored rows."
+    )
+    rerank_dtype: Literal["float16", "float32"] = Field(
+        "float16",
+        description="ivfpq: rows kept for re-scoring; float16 halves disk and page cache "
+        "(cosines within 1e-3), float32 re-scores exactly.",
+    )
     nlist: int | None = Field(
         None, ge=1, description="ivf cells (inverted lists); default 4 sqrt(N), at most N / 40."
     )
@@ -539,6 +570,14 @@ class ServeConfig(_Section):
         None, gt=0, description="CPUs of the search (added to each Api replica's when in it)."
     )
     embedder_cpus: float | None = Field(None, gt=0, description="CPUs of the Embedder replica.")
+    shard_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs per SearchShard replica (sharded ivfpq index only); unset: fitted.",
+    )
+    shard_replicas: int = Field(
+        1, ge=1, le=64, description="Replicas per SearchShard deployment (sharded index only)."
+    )
     num_gpus: float = Field(0, ge=0, description="GPUs of the Embedder replica.")
     fit_to_cluster: bool = Field(
         True,

@@ -28,6 +28,7 @@ RAY_MODULES = {
     "antssl.stages.pretrain",
     "antssl.stages.embed",
     "antssl.stages.cluster",
+    "antssl.stages.index",  # the sharded ivfpq build: one Ray task per shard
     "antssl.data",
     "antssl.runtime",
 }
@@ -107,6 +108,7 @@ def test_the_pure_packages_load_without_ray() -> None:
     code = (
         "import sys\n"
         "import antssl.search, antssl.search.ann, antssl.search.manifest, antssl.search.service\n"
+        "import antssl.search.shards\n"
         "import antssl.ssl, antssl.kmeans, antssl.evaluate.metrics, antssl.encoder\n"
         "import antssl.scenes, antssl.catalog, antssl.stages, antssl.cli\n"
         "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n"

@@ -37,10 +37,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from antssl.config import Config, ServeConfig, load_config
-from antssl.errors import BadRequest, StageOrderError
+from antssl.errors import BadRequest, NotFound, StageOrderError
 from antssl.reader import BandStats
 from antssl.search import ann
-from antssl.search.service import ServiceIndex
+from antssl.search.manifest import read_manifest
+from antssl.search.service import ServiceIndex, ShardedServiceIndex, ShardServer
 from antssl.serve import fit, http, viewer
 from antssl.serve.errors import RETRY_AFTER_S
 from antssl.serve.payload import (
@@ -227,25 +228,38 @@ class Searcher:
     replicas, ``/v1/reload`` reloads the replica it reaches; the others follow on their
     next request after ``reload_check_s``."""
 
-    def __init__(self, args: ServeArgs, search_cpus: float = 1.0) -> None:
+    def __init__(
+        self,
+        args: ServeArgs,
+        search_cpus: float = 1.0,
+        shards: list[DeploymentHandle] | None = None,
+    ) -> None:
         self.config = _config(args)
         self.settings = args.settings(self.config)
         ann.set_threads(max(1, int(search_cpus)))  # one query at a time per thread
-        self.index = ServiceIndex.load(self.config)
+        self.shards = shards
+        self.index: ServiceIndex | ShardedServiceIndex = self._load()
         self.checked = time.monotonic()
         self.lock = threading.Lock()
+
+    def _load(self) -> ServiceIndex | ShardedServiceIndex:
+        if self.shards is None:
+            return ServiceIndex.load(self.config)
+        return ShardedServiceIndex.load(self.config, _handle_scatter(self.shards))
 
     def reload(self, force: bool = True) -> dict[str, Any]:
         """Load the store again when its version or its ANN index changed."""
         with self.lock:
             before = self.index
             if force or ServiceIndex.current_version(self.config) != before.state:
-                self.index = ServiceIndex.load(self.config)
+                if self.shards is not None:
+                    _handle_scatter(self.shards)("reload")
+                self.index = self._load()
             self.checked = time.monotonic()
         return {
             "version": self.index.version,
             "reloaded": self.index is not before,
-            "tiles": len(self.index.search),
+            "tiles": self.index.n_tiles,
             "search": self.index.search_kind,
         }
 
@@ -257,12 +271,13 @@ class Searcher:
     def status(self) -> dict[str, Any]:
         self._maybe_reload()
         info = self.index.ann_info
+        kind = self.index.search_kind
         return {
-            "tiles": len(self.index.search),
+            "tiles": self.index.n_tiles,
             "version": self.index.version,
             "clustered": self.index.clustered,
-            "search": self.index.search_kind,
-            "recall_at_10": 1.0 if self.index.ann is None else info["index"]["recall_at_10"],
+            "search": kind,
+            "recall_at_10": 1.0 if kind == "exact" else info["index"]["recall_at_10"],
             "index": info["index"],
         }
 
@@ -280,6 +295,11 @@ class Searcher:
 
     def _map(self) -> viewer.MapData:
         """The viewer's data of the loaded index (tile columns, thumbnails), made per index."""
+        if not isinstance(self.index, ServiceIndex):
+            raise NotFound(
+                f"the map viewer draws every tile; this service holds a sharded index of "
+                f"{self.index.n_tiles} tiles: query /v1/similar, view the results in a GIS"
+            )
         current: viewer.MapData | None = getattr(self, "_map_data", None)
         if current is None or current.index is not self.index:
             current = self._map_data = viewer.MapData(self.config, self.index)
@@ -292,6 +312,33 @@ class Searcher:
     def thumbnail(self, tile_id: str, size: int) -> bytes:
         self._maybe_reload()
         return self._map().thumbnail(tile_id, size)
+
+
+def _handle_scatter(handles: list[DeploymentHandle]) -> Any:
+    """Call a method on every shard deployment at once, then wait for all (shard order).
+    Runs on a worker thread of the Api replica (see ``Api._search``), never on its loop."""
+
+    def scatter(method: str, *args: Any) -> list[Any]:
+        pending = [getattr(h, method).remote(*args) for h in handles]
+        return [r.result() for r in pending]
+
+    return scatter
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    health_check_period_s=2,
+    health_check_timeout_s=5,
+    graceful_shutdown_timeout_s=5,
+)
+class SearchShard(ShardServer):
+    """One shard of a sharded (ivfpq) index: its codes in memory, its vectors and tile
+    columns memory-mapped (copied to local disk first from object storage). One
+    deployment per shard (``SearchShard<s>``); its replicas are interchangeable."""
+
+    def __init__(self, args: ServeArgs, s: int) -> None:
+        ann.set_threads(1)
+        super().__init__(_config(args), s)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
@@ -344,13 +391,14 @@ class Api:
         args: ServeArgs,
         tokens: dict[str, str | None],
         search_cpus: float = 1.0,
+        shards: list[DeploymentHandle] | None = None,
     ) -> None:
         config = _config(args)
         self.args = args.settings(config)
         http.configure_logging(self.args.access_log, self.args.cors_origins)
         self.embedder, self.searcher = embedder, searcher
         self.token, self.admin = tokens.get("read"), tokens.get("admin")
-        self.local = Searcher(args, search_cpus) if searcher is None else None
+        self.local = Searcher(args, search_cpus, shards) if searcher is None else None
         self.spec: dict[str, int] | None = None
 
     def check_health(self) -> None:
@@ -694,9 +742,16 @@ def plan_for(args: ServeArgs | dict[str, Any]) -> tuple[ServeArgs, ServeConfig, 
     """The parsed args, the effective serve settings and the resource plan."""
     if not isinstance(args, ServeArgs):
         args = ServeArgs.model_validate(args)
-    settings = args.settings(_config(args))  # a bad config fails here, before any replica
+    config = _config(args)
+    settings = args.settings(config)  # a bad config fails here, before any replica
     cpus, gpus = _cluster_resources()
-    return args, settings, fit.plan(settings, cpus, gpus)
+    return args, settings, fit.plan(settings, cpus, gpus, shards=_shard_count(config))
+
+
+def _shard_count(config: Config) -> int:
+    """SearchShard deployments the workspace's index asks for (0: not sharded)."""
+    manifest = read_manifest(config)
+    return len(manifest["shards"]) if manifest and manifest.get("kind") == "ivfpq" else 0
 
 
 def build_app(args: ServeArgs | dict[str, Any]) -> Any:
@@ -712,8 +767,20 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Any:
         ray_actor_options={"num_cpus": p.embedder_cpus, "num_gpus": p.num_gpus},
         logging_config=logging_config,
     ).bind(args)
-    searcher = None
-    if p.search_replica_cpus is not None:
+    searcher, shards = None, None
+    if n_shards := _shard_count(_config(args)):
+        # one deployment per shard; the Api replicas scatter to them and merge
+        shards = [
+            SearchShard.options(
+                name=f"SearchShard{i}",
+                num_replicas=s.shard_replicas,
+                ray_actor_options={"num_cpus": p.shard_cpus},
+                logging_config=logging_config,
+            ).bind(args, i)
+            for i in range(n_shards)
+        ]
+        log.info("antssl serve: sharded index, %d SearchShard deployment(s)", len(shards))
+    elif p.search_replica_cpus is not None:
         searcher = Search.options(
             ray_actor_options={"num_cpus": p.search_replica_cpus}, logging_config=logging_config
         ).bind(args, p.search_cpus)
@@ -723,7 +790,7 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Any:
         max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": p.api_cpus},
         logging_config=logging_config,
-    ).bind(embedder, searcher, args, tokens, p.search_cpus)
+    ).bind(embedder, searcher, args, tokens, p.search_cpus, shards)
 
 
 def run_service(

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from antssl.config import ServeConfig
 from antssl.errors import ConfigError
 
-DEFAULT_CPUS = {"ingress": 0.25, "search": 1.0, "embedder": 1.0}
+DEFAULT_CPUS = {"ingress": 0.25, "search": 1.0, "embedder": 1.0, "shard": 1.0}
+MERGE_CPUS = 0.25  # the Api's search share with a sharded index: the merge, not the scan
 MIN_CPUS = 0.01
 OPTIONS = {
     "replicas": "--replicas / serve.replicas",
     "ingress": "--ingress-cpus / serve.ingress_cpus",
     "search": "--search-cpus / serve.search_cpus",
     "embedder": "--embedder-cpus / serve.embedder_cpus",
+    "shard": "serve.shard_cpus",
 }
 
 
@@ -35,15 +37,24 @@ class Plan:
     embedder_cpus: float
     search_replica_cpus: float | None  # the Search deployment, when not in the ingress
     num_gpus: float
+    shard_replicas: int = 0  # SearchShard replicas in all (sharded index), 0 without
+    shard_cpus: float = 0.0  # per SearchShard replica
 
     @property
     def total_cpus(self) -> float:
-        return self.replicas * self.api_cpus + self.embedder_cpus + (self.search_replica_cpus or 0)
+        return (
+            self.replicas * self.api_cpus
+            + self.embedder_cpus
+            + (self.search_replica_cpus or 0)
+            + self.shard_replicas * self.shard_cpus
+        )
 
     def describe(self) -> str:
         parts = [f"{self.replicas} Api × {self.api_cpus:.3g}", f"Embedder {self.embedder_cpus:.3g}"]
         if self.search_replica_cpus:
             parts.append(f"Search {self.search_replica_cpus:.3g}")
+        if self.shard_replicas:
+            parts.append(f"{self.shard_replicas} SearchShard × {self.shard_cpus:.3g}")
         return f"{self.total_cpus:.3g} CPUs ({' + '.join(parts)})"
 
 
@@ -57,17 +68,25 @@ def auto_replicas(cpus: float | None) -> int:
     return max(2, min(4, int(cpus // 4)))
 
 
-def plan(s: ServeConfig, cpus: float | None, gpus: float | None = None) -> Plan:
+def plan(s: ServeConfig, cpus: float | None, gpus: float | None = None, shards: int = 0) -> Plan:
     """Replicas and CPU shares for ``s`` on a cluster with ``cpus`` CPUs (None: unknown,
-    nothing is scaled or checked)."""
+    nothing is scaled or checked); ``shards``: SearchShard deployments of a sharded index
+    (the search then runs in them, and the Api replicas merge)."""
     fit = s.fit_to_cluster and cpus is not None
     replicas = s.replicas or auto_replicas(cpus if fit else None)
-    given = {"ingress": s.ingress_cpus, "search": s.search_cpus, "embedder": s.embedder_cpus}
-    share = {k: v if v is not None else DEFAULT_CPUS[k] for k, v in given.items()}
+    given = {
+        "ingress": s.ingress_cpus,
+        "search": s.search_cpus,
+        "embedder": s.embedder_cpus,
+        "shard": s.shard_cpus,
+    }
+    defaults = {**DEFAULT_CPUS, **({"search": MERGE_CPUS} if shards else {})}
+    share = {k: v if v is not None else defaults[k] for k, v in given.items()}
     count = {
         "ingress": replicas,
-        "search": replicas if s.search_in_ingress else 1,
+        "search": replicas if s.search_in_ingress or shards else 1,
         "embedder": 1,
+        "shard": shards * s.shard_replicas,
     }
     if fit and cpus is not None:
         fixed = sum(count[k] * v for k, v in given.items() if v is not None)
@@ -92,7 +111,7 @@ def plan(s: ServeConfig, cpus: float | None, gpus: float | None = None) -> Plan:
             f"serve.num_gpus = {s.num_gpus} but Ray reports {gpus:g} GPUs: lower "
             "--num-gpus / serve.num_gpus (0: the embedder runs on CPU)"
         )
-    in_ingress = s.search_in_ingress
+    in_ingress = s.search_in_ingress or bool(shards)  # the merge runs in the Api
     return Plan(
         replicas=replicas,
         api_cpus=share["ingress"] + (share["search"] if in_ingress else 0),
@@ -100,4 +119,6 @@ def plan(s: ServeConfig, cpus: float | None, gpus: float | None = None) -> Plan:
         embedder_cpus=share["embedder"],
         search_replica_cpus=None if in_ingress else share["search"],
         num_gpus=s.num_gpus,
+        shard_replicas=count["shard"],
+        shard_cpus=share["shard"] if shards else 0.0,
     )

@@ -33,12 +33,27 @@ log = logging.getLogger(__name__)
 class _Shard:
     """Rows [start, stop) of ``embedding`` (whole chunks), held in memory."""
 
-    def __init__(self, uri: str, storage_cfg: StorageConfig, start: int, stop: int, metric: str):
+    def __init__(
+        self,
+        uri: str,
+        storage_cfg: StorageConfig,
+        start: int,
+        stop: int,
+        metric: str,
+        hold: str = "float32",
+    ):
         group = store.open_group(uri, storage_cfg)
-        raw = np.asarray(group["embedding"][start:stop], dtype=np.float32)
-        finite = np.isfinite(raw).all(axis=1)
-        self.bad = np.flatnonzero(~finite) + start
-        self.x = kmeans.normalize_rows(raw) if metric == "cosine" else raw
+        arr = group["embedding"]
+        step = int(arr.chunks[0])
+        self.x = np.empty((stop - start, int(arr.shape[1])), dtype=hold)
+        bad = []
+        for a in range(start, stop, step):  # chunk by chunk: no float32 copy of the range
+            raw = np.asarray(arr[a : min(stop, a + step)], dtype=np.float32)
+            bad.append(np.flatnonzero(~np.isfinite(raw).all(axis=1)) + a)
+            self.x[a - start : a - start + len(raw)] = (
+                kmeans.normalize_rows(raw) if metric == "cosine" else raw
+            )
+        self.bad = np.concatenate(bad) if bad else np.empty(0, np.int64)
         self.uri, self.storage_cfg, self.start, self.stop, self.metric = (
             uri,
             storage_cfg,
@@ -51,7 +66,7 @@ class _Shard:
         return self.bad
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        return self.x[idx - self.start]
+        return np.asarray(self.x[idx - self.start], dtype=np.float32)
 
     def batch_stats(self, idx: np.ndarray, c: np.ndarray) -> kmeans.PartialStats:
         return kmeans.partial_stats(self.x[idx - self.start], c, self.metric)  # type: ignore[arg-type]
@@ -120,8 +135,20 @@ class ClusterResult:
     explanation: str = ""
 
 
+def hold_dtype(hold: str, n: int, dim: int) -> str:
+    """The dtype actors hold rows in: ``cluster.hold`` or, for auto, float16 from
+    :data:`HOLD_FLOAT16_VALUES` values up (halves the actors' memory; distances are
+    still computed in float32)."""
+    if hold != "auto":
+        return hold
+    return "float16" if n * dim >= HOLD_FLOAT16_VALUES else "float32"
+
+
+HOLD_FLOAT16_VALUES = 500_000_000  # 2 GB of float32: ~3.9 M tiles at D = 128
+
+
 def start_shards(
-    uri: str, storage_cfg: StorageConfig, metric: str, num_actors: int
+    uri: str, storage_cfg: StorageConfig, metric: str, num_actors: int, hold: str = "auto"
 ) -> tuple[list[Any], np.ndarray]:
     """Actors over whole-chunk row ranges; raises on NaN/inf rows (naming them)."""
     group = store.open_group(uri, storage_cfg)
@@ -136,8 +163,9 @@ def start_shards(
     chunks = store.n_chunks(n, rows)
     cuts = np.linspace(0, chunks, min(num_actors, chunks) + 1).round().astype(np.int64)
     bounds = np.minimum(cuts * rows, n)
+    dtype = hold_dtype(hold, int(n), int(group["embedding"].shape[1]))
     shards = [
-        _Shard.remote(uri, storage_cfg, int(a), int(b), metric)
+        _Shard.remote(uri, storage_cfg, int(a), int(b), metric, dtype)
         for a, b in itertools.pairwise(bounds)
     ]
     bad = np.concatenate(ray.get([s.bad_rows.remote() for s in shards]))
@@ -153,7 +181,7 @@ def fit_store(
     uri: str, storage_cfg: StorageConfig, cfg: ClusterConfig, write: bool = True
 ) -> ClusterResult:
     """k-means on the store's embeddings; picks k from candidates by silhouette."""
-    shards, bounds = start_shards(uri, storage_cfg, cfg.metric, cfg.num_actors)
+    shards, bounds = start_shards(uri, storage_cfg, cfg.metric, cfg.num_actors, cfg.hold)
     source = _RaySource(shards, bounds)
     candidates = cfg.k if isinstance(cfg.k, list) else [cfg.k]
     too_big = [k for k in candidates if k > source.n]

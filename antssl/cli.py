@@ -3,7 +3,8 @@
 Stage sub-commands are built from the stage registry (:mod:`antssl.stages`). Every
 command parses ``--config`` once into a :class:`~antssl.config.Config` and passes that
 object down. Progress goes through logging (INFO by default, DEBUG with ``-v``); errors
-antssl raises on purpose are printed as one clear message (exit 2), without a traceback.
+antssl raises on purpose are printed as one clear message (exit 2), without a traceback; so is
+a write the operating system refused (full disk, permissions, read-only), naming the file.
 """
 
 from __future__ import annotations
@@ -207,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except AntsslError as err:
         print(f"antssl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write refused below antssl.storage (a library's own file I/O)
+        from antssl.storage import is_write_refusal, write_error
+
+        if not is_write_refusal(err):
+            raise
+        print(f"antssl: error: {write_error(str(err.filename or '?'), err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,7 +15,7 @@ of ``data.batch_tiles`` rows::
     lon, lat   float64 EPSG:4326 degrees (NaN for scenes without a CRS)
 
 :class:`CacheDatasource` reads the same tiles from the tile cache (:mod:`antssl.cache`)
-as stored, with their ``valid`` masks, for the device to normalise.
+as stored, with their bit-packed ``valid`` masks, for the device to normalise.
 """
 
 from __future__ import annotations
@@ -168,7 +168,9 @@ class CacheDatasource(Datasource):
     """Ray Data source of cached tiles ``rows``; each read task reads its rows in one go
     and yields blocks of ``batch_tiles`` rows::
 
-        tile_index int64, image (C, size, size) the cache dtype, valid (size, size) bool
+        tile_index int64, image (C, size, size) the cache dtype,
+        valid (ceil(size²/8),) uint8: the bit-packed mask (:func:`antssl.cache.pack_valid`;
+        :func:`antssl.cache.normalise_torch` unpacks it on the device)
         [scene int64, the tile's scene as an integer, when ``scene`` is given]
 
     Without ``shuffle_seed`` (embedding) a task reads one shard's rows, in catalog order.
@@ -252,22 +254,30 @@ def _read_part(
     seed: int | None,
     part: int,
 ) -> Iterator[Block]:
+    from antssl import storage
+
     group = cache.open_cache(uri, storage_cfg)
+    order = np.arange(len(rows))
+    if seed is not None:
+        order = np.random.default_rng(seed + part).permutation(len(rows))
+    # decode each row straight to its shuffled place: blocks are slices, no gather copy
+    dest = np.empty_like(order)
+    dest[order] = np.arange(len(order))
+    fs, root = storage.filesystem(uri, storage_cfg)
     try:
-        pix, val = cache.read_rows(group, rows)
-    except (OSError, ValueError) as err:
+        pix, val = cache.read_rows(group, rows, dest, fs, root)
+    except (OSError, ValueError, RuntimeError) as err:
         raise StorageError(
             f"cannot read rows {rows[0]}..{rows[-1]} of the tile cache {uri}: {err}; rebuild "
             "it with `antssl cache --force`, or set cache.enabled: false to stream instead"
         ) from err
-    order = np.arange(len(rows))
-    if seed is not None:
-        order = np.random.default_rng(seed + part).permutation(len(rows))
+    index = rows[order]
+    scene = None if scene is None else scene[order]
     for s in range(0, len(rows), batch):
-        sel = order[s : s + batch]
-        out: dict[str, np.ndarray] = {"tile_index": rows[sel], "image": pix[sel], "valid": val[sel]}
+        sl = slice(s, s + batch)
+        out: dict[str, np.ndarray] = {"tile_index": index[sl], "image": pix[sl], "valid": val[sl]}
         if scene is not None:
-            out["scene"] = scene[sel]
+            out["scene"] = scene[sl]
         yield BlockAccessor.batch_to_block(out)
 
 

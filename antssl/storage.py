@@ -13,6 +13,7 @@ the environment. :func:`worker_env` hands the same variables to Ray workers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -203,6 +204,55 @@ def read_text(uri: str, storage: StorageConfig) -> str:
     return read_bytes(uri, storage).decode()
 
 
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space on the volume that holds it (or use a workspace on a larger one)",
+    errno.EDQUOT: "the disk quota is used up: free space or raise the quota",
+    errno.EFBIG: "a file size limit was reached (ulimit -f, or the filesystem's own): raise it",
+    errno.EACCES: "check the permissions of the folder (the user running antssl must write it)",
+    errno.EPERM: "check the permissions of the folder (the user running antssl must write it)",
+    errno.EROFS: "the filesystem is read-only: remount it read-write or use another workspace",
+}
+WRITE_ERRNOS = frozenset(_WRITE_HINTS)
+"""errno values of a write the storage refused (space, size limit, permission, read-only)."""
+_S3_HINT = (
+    "check that the bucket exists and that the credentials (AWS_ACCESS_KEY_ID / "
+    "AWS_SECRET_ACCESS_KEY) and the bucket policy allow s3:PutObject there"
+)
+
+
+def is_write_refusal(err: BaseException) -> bool:
+    """Whether ``err`` is an OSError of a refused write (:data:`WRITE_ERRNOS`), also when a
+    library (pyarrow) kept only the message."""
+    if not isinstance(err, OSError):
+        return False
+    return err.errno in WRITE_ERRNOS or any(os.strerror(c) in str(err) for c in WRITE_ERRNOS)
+
+
+def write_error(uri: str, err: BaseException) -> StorageError:
+    """The error for a failed write of ``uri``: names the URI, the cause (the OS error or the
+    object store's answer) and the fix; then run the command again (stages resume).
+
+    An :class:`StorageError` already naming ``uri`` is returned as it is."""
+    if isinstance(err, StorageError) and uri in str(err):
+        return err
+    code = getattr(err, "errno", None)
+    if code is None and isinstance(err, OSError):  # pyarrow: the message only
+        code = next((c for c in sorted(WRITE_ERRNOS) if os.strerror(c) in str(err)), None)
+    if isinstance(err, OSError) and err.strerror:
+        cause = f"{err.strerror} [{errno.errorcode.get(code or 0, code)}]"
+    else:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if code in _WRITE_HINTS:
+        hint = _WRITE_HINTS[code or 0]
+    elif uri.startswith("s3://"):
+        hint = _S3_HINT
+    else:
+        hint = "check the storage"
+    out = StorageError(f"cannot write {uri}: {cause}; {hint}, then run the command again")
+    out.errno = code
+    return out
+
+
 @contextlib.contextmanager
 def atomic_open(uri: str, storage: StorageConfig) -> Iterator[IO[bytes]]:
     """Open ``uri`` for binary writing so that readers never see a half-written object.
@@ -210,26 +260,35 @@ def atomic_open(uri: str, storage: StorageConfig) -> Iterator[IO[bytes]]:
     Local files are written to a temporary name in the same folder and renamed
     into place on success (removed on failure). S3 objects become visible only
     when the upload completes, so they are written under their final key.
+
+    Raises:
+        StorageError: the write failed (full disk, permissions, a read-only filesystem,
+            an object store refusing it): see :func:`write_error`.
     """
     fs, path = filesystem(uri, storage)
     if scheme_of(uri) == "file":
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 yield f
             os.replace(tmp, final)
+        except StorageError:  # the caller's own, raised while writing
+            raise
+        except OSError as err:
+            raise write_error(uri, err) from err
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         return
     try:
         with fs.open(path, "wb") as f:
             yield f
-    except OSError:
+    except StorageError:
         raise
     except Exception as err:
-        raise StorageError(f"cannot write {uri}: {err}") from err
+        raise write_error(uri, err) from err
 
 
 def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> None:
@@ -274,6 +333,8 @@ def check_writable(uri: str, storage: StorageConfig) -> None:
     try:
         write_bytes(probe, b"ok", storage)
         remove(probe, storage)
+    except StorageError as err:
+        raise write_error(uri, err) from err
     except Exception as err:
         raise StorageError(
             f"workspace {uri} is not writable ({err}); check the URI, the bucket and the "

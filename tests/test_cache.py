@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from antssl import cache, catalog, scenes, workspace
+from antssl import cache, catalog, scenes, storage, workspace
 from antssl.config import Config, parse_config
 from antssl.data import cache_dataset
 from antssl.errors import ConfigError, StorageError
@@ -71,7 +71,8 @@ def test_cache_holds_every_tile_as_stored(planned: dict, stage_log) -> None:
     assert group["pixels"].dtype == np.uint16 and group["pixels"].shape == pix.shape
     assert group["pixels"].shards == (SHARD, 3, 64, 64) and group["pixels"].chunks == (8, 3, 64, 64)
     np.testing.assert_array_equal(group["pixels"][:], pix)
-    np.testing.assert_array_equal(group["valid"][:], val)
+    assert group["valid"].dtype == np.uint8 and group["valid"].shape == (n, 64 * 64 // 8)
+    np.testing.assert_array_equal(cache.unpack_valid(group["valid"][:], 64), val)
     np.testing.assert_array_equal(group["shard_rows"][:], cache.expected_rows(n, SHARD))
     attrs = dict(group.attrs)
     assert attrs["tiles"] == n and attrs["bands"] == [1, 2, 3] and attrs["dtype"] == "uint16"
@@ -85,15 +86,32 @@ def test_cache_holds_every_tile_as_stored(planned: dict, stage_log) -> None:
     infos = scenes.load_infos(cfg)
     rows = np.sort(np.random.default_rng(0).choice(n, size=n // 3, replace=False))
     ds = cache_dataset(cfg, cat.iloc[rows], infos, shuffle_seed=3)
-    got_idx, got_pix = [], []
+    got_idx, got_pix, got_val = [], [], []
     for batch in ds.iter_batches(batch_size=None):
         got_idx.append(batch["tile_index"])
         got_pix.append(batch["image"])
-        assert batch["image"].dtype == np.uint16 and batch["valid"].dtype == bool
+        got_val.append(batch["valid"])
+        assert batch["image"].dtype == np.uint16 and batch["valid"].dtype == np.uint8
     idx = np.concatenate(got_idx)
     assert sorted(idx.tolist()) == rows.tolist()
     assert not np.array_equal(idx, rows)  # shuffled for training
     np.testing.assert_array_equal(np.concatenate(got_pix), pix[idx])
+    np.testing.assert_array_equal(cache.unpack_valid(np.concatenate(got_val), 64), val[idx])
+    # the direct shard reader equals zarr's own reads, partial chunks and any order included
+    fs, root = storage.filesystem(workspace.cache_uri(cfg), cfg.storage)
+    dest = np.random.default_rng(1).permutation(len(rows))
+    fast = cache.read_rows(group, rows, dest, fs, root)
+    slow = cache.read_rows(group, rows, dest)
+    np.testing.assert_array_equal(fast[0][dest], pix[rows])
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # embed's order (no shuffle): catalog order, packed masks unpacked on the device
+    ds = cache_dataset(cfg, cat.iloc[rows], infos)
+    batch = next(iter(ds.iter_torch_batches(batch_size=None)))
+    k = len(batch["tile_index"])
+    np.testing.assert_array_equal(batch["tile_index"].numpy(), rows[:k])
+    unpacked = cache.unpack_valid_torch(batch["valid"], 64).numpy()
+    np.testing.assert_array_equal(unpacked, val[rows[:k]])
 
     # on-device normalisation equals the stream's, bit for bit
     stats = BandStats.from_json(_read(cfg, workspace.stats_uri(cfg)))
@@ -101,6 +119,9 @@ def test_cache_holds_every_tile_as_stored(planned: dict, stage_log) -> None:
     x = cache.normalise_torch(
         torch.from_numpy(pix[:50]), torch.from_numpy(val[:50]), stats.mean, stats.std
     )
+    np.testing.assert_array_equal(x.numpy(), want)
+    packed = torch.from_numpy(group["valid"][:50])  # as the cache path delivers the masks
+    x = cache.normalise_torch(torch.from_numpy(pix[:50]), packed, stats.mean, stats.std)
     np.testing.assert_array_equal(x.numpy(), want)
 
 
@@ -140,7 +161,7 @@ def test_crash_midway_then_resume_fills_only_unmarked_shards(
     )
     pix, val = reference_tiles(cfg)
     np.testing.assert_array_equal(open_cache(cfg)["pixels"][:], pix)
-    np.testing.assert_array_equal(open_cache(cfg)["valid"][:], val)
+    np.testing.assert_array_equal(cache.unpack_valid(open_cache(cfg)["valid"][:], 64), val)
 
 
 def test_a_cache_that_does_not_match_is_not_read(planned: dict) -> None:
@@ -152,6 +173,13 @@ def test_a_cache_that_does_not_match_is_not_read(planned: dict) -> None:
     other = parse_config({**planned["data"], "tiling": {**planned["data"]["tiling"], "size": 32}})
     now = cache.state(other, cat, infos)
     assert not now.compatible and "tile size 64" in now.why
+    # a cache of an older format (v1: unpacked masks) is rebuilt, never misread
+    cache.open_cache(workspace.cache_uri(cfg), cfg.storage, mode="r+").attrs["version"] = 1
+    now = cache.state(cfg, cat, infos)
+    assert not now.compatible and "cache version 1" in now.why
+    assert not cache.usable(cfg, cat, infos, "embed")
+    cache_stage.run(cfg)
+    assert cache.state(cfg, cat, infos).complete
     off = parse_config({**planned["data"], "cache": {"enabled": False}})
     assert not cache.usable(off, cat, infos, "embed")
     assert cache_stage.run(off) == workspace.cache_uri(off)  # off: does nothing
@@ -181,7 +209,7 @@ def test_append_scene_fills_only_new_shards(
     assert "catalog grew" in stage_log.text
     pix, val = reference_tiles(cfg)
     np.testing.assert_array_equal(open_cache(cfg)["pixels"][:], pix)
-    np.testing.assert_array_equal(open_cache(cfg)["valid"][:], val)
+    np.testing.assert_array_equal(cache.unpack_valid(open_cache(cfg)["valid"][:], 64), val)
 
 
 def test_bad_settings_and_no_room(tmp_path: Path) -> None:
@@ -194,3 +222,20 @@ def test_bad_settings_and_no_room(tmp_path: Path) -> None:
         cache.check_room(f"file://{tmp_path}/ws/tiles.zarr", need=2 * total)
     cache.check_room(f"file://{tmp_path}/ws/tiles.zarr", need=1024)  # room enough
     cache.check_room("s3://bucket/ws/tiles.zarr", need=2 * total)  # object stores: no check
+
+
+@pytest.mark.parametrize("size", [64, 5])
+def test_valid_masks_pack_and_unpack_bit_for_bit(size: int) -> None:
+    """Bit-packed masks (the cache's format 2) unpack to the same masks, in numpy and torch,
+    and normalise_torch gives the same output from either form."""
+    rng = np.random.default_rng(0)
+    val = rng.random((7, size, size)) < 0.7
+    packed = cache.pack_valid(val)
+    assert packed.dtype == np.uint8 and packed.shape == (7, cache.packed_bytes(size))
+    np.testing.assert_array_equal(cache.unpack_valid(packed, size), val)
+    got = cache.unpack_valid_torch(torch.from_numpy(packed), size)
+    np.testing.assert_array_equal(got.numpy(), val)
+    x = torch.from_numpy(rng.integers(0, 4000, (7, 3, size, size)).astype(np.uint16))
+    a = cache.normalise_torch(x, torch.from_numpy(val), [1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    b = cache.normalise_torch(x, torch.from_numpy(packed), [1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

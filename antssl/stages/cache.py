@@ -42,7 +42,8 @@ def fill_shard(
 ) -> int:
     """Read one shard's tiles from their scenes (each region once), write the shard whole,
     then record its row count (in that order). ``rows``: the catalog rows of the shard,
-    indexed by catalog row. Returns the rows written."""
+    indexed by catalog row; valid masks are stored bit-packed (:func:`cache.pack_valid`).
+    Returns the rows written."""
     group = cache.open_cache(uri, storage_cfg, mode="r+")
     pix, val = group["pixels"], group["valid"]
     s0 = int(rows.index[0])
@@ -55,7 +56,7 @@ def fill_shard(
         vbuf[ch.index - s0] = region.valid
     try:
         pix[s0 : s0 + len(rows)] = buf
-        val[s0 : s0 + len(rows)] = vbuf
+        val[s0 : s0 + len(rows)] = cache.pack_valid(vbuf)
         group["shard_rows"][shard] = len(rows)
     except OSError as err:
         raise StorageError(f"cannot write shard {shard} of the tile cache {uri}: {err}") from err

@@ -5,28 +5,39 @@
 describes the store's current clustering, unless forced.
 
 Writes under ``<workspace>/maps/``: ``<scene_id>.tif`` (COG, one pixel per tile
-stride, colour table), ``<scene_id>.png`` (quick-look with legend),
+stride, colour table) with ``<scene_id>.tif.aux.xml`` (GDAL PAM: category names and a
+raster attribute table), ``<scene_id>.png`` (quick-look with legend),
 ``overview.png`` (every tile centre coloured by cluster, with the coastline),
-``gallery.png`` (exemplar tiles of each cluster) and ``clusters.json`` (the
-per-cluster summary the service serves at ``/v1/clusters``).
+``overview.tif`` (the same, georeferenced: a COG in the map CRS, one cell per tile stride
+or coarser), ``mosaic.vrt`` (GDAL VRT of all scene maps; ``mosaic-<epsg>.vrt`` per CRS
+when the scenes are in several) with a ``.qml`` of the same name, ``clusters.qml`` (QGIS
+style), ``gallery.png`` (exemplar tiles of each cluster) and ``clusters.json`` (the
+per-cluster summary the service serves at ``/v1/clusters``). Under ``<workspace>/stac/``:
+a self-contained STAC catalog of it all (:mod:`antssl.stac`). ``clusters.json`` is
+written last.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import shapely
+from affine import Affine
 
-from antssl import catalog, maps, preview, reader, storage, store, workspace
+from antssl import catalog, gis, maps, preview, reader, stac, storage, store, workspace
 from antssl.config import Config
 from antssl.errors import StageOrderError
 from antssl.scenes import SceneInfo, load_infos, open_raster
 
 log = logging.getLogger(__name__)
+
+Placed = tuple[SceneInfo, tuple[int, int], Affine, int]
+"""A scene's cluster map as written: scene, map shape (rows, cols), map transform, tiles."""
 
 
 def summary(
@@ -89,7 +100,7 @@ def run(config: Config, force: bool = False) -> str:
     if not store.exists(uri, config.storage):
         raise StageOrderError(f"no embeddings store at {uri}: run `antssl embed --config …` first")
     group = store.open_group(uri, config.storage)
-    meta = dict(group.attrs).get("clustering")
+    meta: dict[str, Any] = dict(group.attrs).get("clustering") or {}  # type: ignore[assignment]
     if not meta:
         raise StageOrderError(f"{uri} is not clustered: run `antssl cluster --config …`")
     out = workspace.maps_uri(config)
@@ -115,6 +126,7 @@ def run(config: Config, force: bool = False) -> str:
     extra["clustering"] = _clustering_key(meta)
     doc = summary(labels, cat, k, exemplars, extra)
     counts = np.bincount(labels[labels >= 0], minlength=k)
+    placed: list[Placed] = []
     for sid, idx in cat.groupby("scene_id", sort=False).indices.items():
         info = infos[sid]
         sub = cat.iloc[idx]
@@ -125,6 +137,10 @@ def run(config: Config, force: bool = False) -> str:
             grid, transform, info.crs, k, tags={"scene_id": sid, "store": uri}
         )
         storage.write_bytes(storage.join(out, f"{sid}.tif"), cog, config.storage)
+        here = np.bincount(labels[idx][labels[idx] >= 0], minlength=k)
+        pam = gis.pam_xml(gis.category_names(here), here)
+        storage.write_text(storage.join(out, f"{sid}.tif.aux.xml"), pam, config.storage)
+        placed.append((info, grid.shape, transform, int(here.sum())))
         with open_raster(info.uri, config.storage) as ds:
             image, factor = preview.overview(ds, info)
         png = maps.scene_quicklook_png(
@@ -135,7 +151,7 @@ def run(config: Config, force: bool = False) -> str:
             t.stride,
             k,
             f"{sid}: {len(idx)} tiles in {k} clusters",
-            np.bincount(labels[idx][labels[idx] >= 0], minlength=k),
+            here,
         )
         storage.write_bytes(storage.join(out, f"{sid}.png"), png, config.storage)
     crs = {c for c in cat["crs"].unique()}
@@ -175,9 +191,168 @@ def run(config: Config, force: bool = False) -> str:
         ),
         config.storage,
     )
+    names = gis.category_names(counts)
+    storage.write_text(storage.join(out, "clusters.qml"), gis.qml(names), config.storage)
+    map_crs = _write_overview_tif(config, out, cat, labels, infos, k, names)
+    mosaics = _write_mosaics(config, out, placed, names, uri)
+    _write_stac(config, out, placed, meta, doc, map_crs, mosaics)
     storage.write_text(summary_uri, json.dumps(doc, indent=2), config.storage)
-    log.info("maps: %s/<scene_id>.tif|.png, overview.png, gallery.png, clusters.json", out)
+    log.info(
+        "maps: %s/<scene_id>.tif|.tif.aux.xml|.png, overview.png|.tif, %s, clusters.qml, "
+        "gallery.png, clusters.json; STAC catalog %s",
+        out,
+        ", ".join(mosaics) or "no mosaic (no CRS)",
+        storage.join(workspace.root(config), "stac", "catalog.json"),
+    )
     return out
+
+
+def _write_overview_tif(
+    config: Config,
+    out: str,
+    cat: pd.DataFrame,
+    labels: np.ndarray,
+    infos: dict[str, SceneInfo],
+    k: int,
+    names: list[str],
+) -> str | None:
+    """``overview.tif`` (+ ``.aux.xml``): every tile centre rasterised in the map CRS, the
+    CRS most tiles are in (tiles of other CRSs reprojected into it), at the coarsest tile
+    stride of its scenes (:func:`antssl.gis.overview_grid`). Returns the map CRS; None (and
+    nothing written) when the scenes have no CRS."""
+    from pyproj import CRS, Transformer
+
+    crs_of = cat["scene_id"].map({s: i.crs for s, i in infos.items()})
+    tally = Counter(c for c in crs_of if c is not None)
+    if not tally:
+        return None
+    map_crs = tally.most_common(1)[0][0]
+    x, y = cat["x"].to_numpy(np.float64).copy(), cat["y"].to_numpy(np.float64).copy()
+    for crs in tally:
+        if crs != map_crs:
+            sel = (crs_of == crs).to_numpy()
+            tr = Transformer.from_crs(CRS.from_user_input(crs), map_crs, always_xy=True)
+            x[sel], y[sel] = tr.transform(x[sel], y[sel])
+    stride = config.tiling.stride
+    cell = max(stride * abs(i.transform[0]) for i in infos.values() if i.crs == map_crs)
+    grid, transform = gis.overview_grid(x, y, labels, cell, k)
+    tags = {"content": "most common cluster of the tile centres in each cell"}
+    cog = maps.cluster_cog_bytes(grid, transform, map_crs, k, tags=tags)
+    storage.write_bytes(storage.join(out, "overview.tif"), cog, config.storage)
+    valid = grid[grid != maps.grid_nodata(grid.dtype)].astype(np.int64)
+    pam = gis.pam_xml(names, np.bincount(valid, minlength=k))
+    storage.write_text(storage.join(out, "overview.tif.aux.xml"), pam, config.storage)
+    return str(map_crs)
+
+
+def _write_mosaics(
+    config: Config,
+    out: str,
+    placed: list[Placed],
+    names: list[str],
+    store_uri: str,
+) -> list[str]:
+    """One GDAL VRT of the scene maps per CRS (``mosaic.vrt`` when there is one CRS, else
+    ``mosaic-<epsg>.vrt``), each with a QGIS style of the same name; returns the file names.
+    Scenes without a CRS, and rotated ones (a VRT source cannot be), are in none."""
+    groups: dict[str, list[gis.MosaicSource]] = {}
+    for info, (h, w), transform, _ in placed:
+        if info.crs is not None and not gis.north_up(transform):
+            log.warning(
+                "maps: %s is rotated or not north-up: left out of the mosaic", info.scene_id
+            )
+        elif info.crs is not None:
+            src = gis.MosaicSource(f"{info.scene_id}.tif", w, h, transform)
+            groups.setdefault(info.crs, []).append(src)
+    written = []
+    for i, (crs, sources) in enumerate(groups.items()):
+        stem = "mosaic" if len(groups) == 1 else f"mosaic-{gis.epsg_of(crs) or f'crs{i}'}"
+        vrt = gis.mosaic_vrt(sources, crs, names, tags={"store": store_uri})
+        storage.write_text(storage.join(out, f"{stem}.vrt"), vrt, config.storage)
+        storage.write_text(storage.join(out, f"{stem}.qml"), gis.qml(names), config.storage)
+        written.append(f"{stem}.vrt")
+    if len(groups) > 1:
+        log.info("maps: scenes are in %d CRSs, one mosaic per CRS: %s", len(groups), written)
+    return written
+
+
+def _write_stac(
+    config: Config,
+    out: str,
+    placed: list[Placed],
+    meta: dict[str, Any],
+    doc: dict[str, Any],
+    map_crs: str | None,
+    mosaics: list[str],
+) -> None:
+    """``<workspace>/stac/``: an Item per scene (its cluster COG and quick-look) in a
+    Collection whose assets are the workspace-wide outputs (:mod:`antssl.stac`)."""
+    when = stac.parse_time(meta.get("created_at"))
+    k = int(doc["k"])
+    items = []
+    for info, (h, w), transform, n in placed:
+        sid = info.scene_id
+        assets = {
+            "clusters": stac.AssetSpec(
+                storage.join(out, f"{sid}.tif"),
+                str(stac.pystac.MediaType.COG),
+                ("data",),
+                f"cluster map of {sid} (one pixel per tile stride)",
+            ),
+            "categories": stac.AssetSpec(
+                storage.join(out, f"{sid}.tif.aux.xml"),
+                stac.XML,
+                ("metadata",),
+                "GDAL PAM: category names and raster attribute table of the cluster map",
+            ),
+            "quicklook": stac.AssetSpec(
+                storage.join(out, f"{sid}.png"),
+                str(stac.pystac.MediaType.PNG),
+                ("overview",),
+                f"{sid} with its cluster map and legend",
+            ),
+        }
+        props = {"antssl:tiles": n, "antssl:k": k}
+        items.append(stac.scene_item(info, when, assets, props, cog=("clusters", w, h, transform)))
+    ws = workspace.root(config)
+    cog, png, xml = str(stac.pystac.MediaType.COG), str(stac.pystac.MediaType.PNG), stac.XML
+    specs: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+        "summary": (
+            storage.join(out, "clusters.json"),
+            "application/json",
+            ("metadata",),
+            "per-cluster summary (sizes, scenes, exemplars)",
+        ),
+        "style": (storage.join(out, "clusters.qml"), xml, ("style",), "QGIS style"),
+        "gallery": (storage.join(out, "gallery.png"), png, ("overview",), "cluster exemplars"),
+        "tiles": (
+            workspace.catalog_uri(config),
+            stac.PARQUET,
+            ("metadata",),
+            "tile catalog (GeoParquet, one row per tile)",
+        ),
+        "embeddings": (
+            workspace.embeddings_uri(config),
+            stac.ZARR,
+            ("data",),
+            "tile embeddings and clusters (Zarr v3 group)",
+        ),
+        "scenes": (workspace.scenes_uri(config), "application/json", ("metadata",), "scenes"),
+    }
+    if map_crs is not None:
+        title = f"tile clusters on one coarse grid in {map_crs}"
+        specs["overview"] = (storage.join(out, "overview.tif"), cog, ("data", "overview"), title)
+    if storage.exists(storage.join(out, "overview.png"), config.storage):
+        title = "tile clusters over the coastline (picture)"
+        specs["overview-png"] = (storage.join(out, "overview.png"), png, ("overview",), title)
+    for name in mosaics:
+        title = f"GDAL VRT mosaic of the cluster maps ({name})"
+        specs[name.removesuffix(".vrt")] = (storage.join(out, name), xml, ("data",), title)
+    collection_assets = {key: stac.AssetSpec(*v) for key, v in specs.items()}
+    description = f"{doc['tiles']} tiles of {len(placed)} scenes in {k} clusters"
+    stac.write_catalog(
+        storage.join(ws, "stac"), config.storage, items, collection_assets, when, description
+    )
 
 
 def _coast_in(config: Config, crs: str) -> Any:

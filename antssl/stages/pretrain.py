@@ -5,21 +5,29 @@ config's run again from step 0, discarding its checkpoints). The tile stream of 
 stage is sharded to ``train.num_workers`` workers (GPU + NCCL on a cluster,
 CPU + gloo here). Every ``train.checkpoint_every`` steps rank 0 writes a
 weights-only checkpoint (state dict, model spec, normalisation stats, optimizer
-state) that Ray Train uploads to ``<workspace>/checkpoints/<run>/``. The run
-name is derived from the config, so re-running the same config resumes from
-the latest checkpoint, and ``FailureConfig`` restarts the worker group from
-it when a worker dies. ``checkpoints/latest.json`` is the completion marker
-the embed stage reads.
+state) and publishes it under ``<workspace>/checkpoints/<run>/`` itself, write then
+publish (:mod:`antssl.ssl.checkpoint_store`: ``meta.json`` last), before Ray Train
+registers it; an incomplete checkpoint is never registered, read or resumed from. The run
+name is derived from the config, so re-running the same config resumes from the last
+complete checkpoint (incomplete ones are removed), and ``FailureConfig`` restarts the
+worker group from it when a worker dies. A failed checkpoint write (full disk, lost
+permission, an object store refusing it) stops every worker at once, without Ray Train's
+retries (they would fail the same way), and raises one StorageError naming the URI, the
+cause and the fix. ``checkpoints/latest.json`` is the completion marker the embed stage
+reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +39,14 @@ import torch
 from ray.train import (
     Checkpoint,
     CheckpointConfig,
+    CheckpointUploadMode,
+    ControllerError,
     FailureConfig,
     LoggingConfig,
     RunConfig,
     ScalingConfig,
+    TrainingFailedError,
+    WorkerGroupError,
 )
 from ray.train.torch import TorchTrainer
 
@@ -43,7 +55,13 @@ from antssl.cache import normalise_torch
 from antssl.config import Config
 from antssl.data import cache_dataset, readable_scenes, tile_dataset
 from antssl.encoder import latest_uri, read_latest, relative_ref
-from antssl.errors import ConfigError, StageOrderError, TrainingDivergedError
+from antssl.errors import (
+    AntsslError,
+    ConfigError,
+    StageOrderError,
+    StorageError,
+    TrainingDivergedError,
+)
 from antssl.reader import BandStats
 from antssl.runtime import ensure_ray, quiet_train_worker, verbose
 from antssl.scenes import SceneInfo, load_infos
@@ -58,8 +76,10 @@ from antssl.ssl import (
     load_training_state,
     lr_lambda,
     model_spec,
+    read_meta,
     save_checkpoint,
 )
+from antssl.ssl.checkpoint_store import PREFIX, StoredCheckpoint, complete_checkpoints, publish
 
 log = logging.getLogger(__name__)
 # What defines a model: adding scenes (scale-out) must not retrain it.
@@ -102,7 +122,7 @@ def run(config: Config, force: bool = False) -> str:
     t = config.train
     done = read_latest(config)
     finished = done and done.get("run") == run_name(config) and done.get("step") == t.steps
-    if finished and not force:
+    if done and finished and not force:
         log.info("pretrain: %s is complete for this config; skipping", done["checkpoint"])
         return str(done["checkpoint"])
     cat = catalog.read(workspace.catalog_uri(config), config.storage)
@@ -126,17 +146,21 @@ def run(config: Config, force: bool = False) -> str:
     cached = cache.usable(config, full, infos, "pretrain")
     ds = training_dataset(cat, infos, config, stats, cached=cached)
     ckpt_root = workspace.checkpoints_uri(config)
+    run_uri = storage.join(ckpt_root, run_name(config))
     if force:
         _discard_run(config)
+    storage.check_writable(ckpt_root, config.storage)
+    resume = resume_point(config)
     pa_fs, pa_path = storage.pyarrow_filesystem(ckpt_root, config.storage)
     trainer = TorchTrainer(
-        train_loop,
+        train_loop,  # type: ignore[arg-type]  # V2 returns rank 0's value (Result.return_value)
         train_loop_config={
             "config": config,
             "stats": stats,
             "in_bands": in_bands,
             "run": run_name(config),
             "cached": cached,
+            "resume": (resume.uri, resume.step) if resume else None,
         },
         scaling_config=ScalingConfig(
             num_workers=t.num_workers,
@@ -167,7 +191,17 @@ def run(config: Config, force: bool = False) -> str:
     marker = diverged_uri(config)
     if storage.exists(marker, config.storage):  # a retry after changing nothing starts clean
         storage.remove(marker, config.storage)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        cause = _project_error(err, run_uri)
+        if cause is None:
+            raise
+        raise cause from None
+    stopped = getattr(result, "return_value", None)  # rank 0's (ray.train.v2 Result)
+    stopped = stopped if isinstance(stopped, dict) else {}
+    if stopped.get("write_error"):
+        raise _write_failure(config, str(stopped["write_error"]), stopped.get("step"))
     metrics = result.metrics or {}
     ckpt = result.checkpoint
     # Result.metrics belongs to the latest *checkpoint*, not the last report, so the
@@ -179,21 +213,26 @@ def run(config: Config, force: bool = False) -> str:
             f"loss became NaN/inf at step {bad.get('step')}; last good checkpoint: {last}. "
             "Lower train.lr or check the tiles' statistics"
         )
-    if ckpt is None:
+    if ckpt is not None:
+        prefix = "file://" if storage.scheme_of(ckpt_root) == "file" else "s3://"
+        ckpt_uri = prefix + ckpt.path.lstrip("/") if prefix == "s3://" else prefix + ckpt.path
+        step, loss = int(metrics["step"]), metrics.get("loss")
+    elif resume is not None and resume.step >= t.steps:
+        # the final checkpoint is complete but Ray Train lost its record of it (its run
+        # snapshot was cut short, e.g. by a full disk): nothing was left to train
+        ckpt_uri, step, loss = resume.uri, resume.step, None
+    else:
         raise TrainingDivergedError("training finished without a checkpoint")
-    prefix = "file://" if storage.scheme_of(ckpt_root) == "file" else "s3://"
-    ckpt_uri = prefix + ckpt.path.lstrip("/") if prefix == "s3://" else prefix + ckpt.path
-    marker = {
+    done_marker = {
         "run": run_name(config),
         "checkpoint": relative_ref(ckpt_uri, config.workspace),  # portable workspaces
-        "step": int(metrics["step"]),
-        "loss": metrics.get("loss"),
+        "step": step,
+        "loss": loss,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    storage.write_text(latest_uri(config), json.dumps(marker, indent=2), config.storage)
-    log.info(
-        "pretrain: step %d, loss %.4f; checkpoint %s", marker["step"], marker["loss"], ckpt_uri
-    )
+    storage.write_text(latest_uri(config), json.dumps(done_marker, indent=2), config.storage)
+    shown = "n/a" if loss is None else f"{loss:.4f}"
+    log.info("pretrain: step %d, loss %s; checkpoint %s", step, shown, ckpt_uri)
     return ckpt_uri
 
 
@@ -240,6 +279,60 @@ def training_dataset(
     return ds.randomize_block_order(seed=t.seed)
 
 
+def resume_point(config: Config) -> StoredCheckpoint | None:
+    """The last complete checkpoint of this config's run on the workspace (None: none yet),
+    after removing the incomplete ones and a Ray Train run snapshot that cannot be read
+    (a write cut short), so that Ray Train neither trips over them nor starts from step 0."""
+    run_uri = storage.join(workspace.checkpoints_uri(config), run_name(config))
+    found = complete_checkpoints(run_uri, config.storage, clean=True)
+    snapshot = storage.join(run_uri, "checkpoint_manager_snapshot.json")
+    if storage.exists(snapshot, config.storage):
+        try:
+            json.loads(storage.read_text(snapshot, config.storage))
+        except (StorageError, ValueError):
+            log.warning("pretrain: removing unreadable run snapshot %s", snapshot)
+            storage.remove(snapshot, config.storage)
+    if found:
+        log.info("pretrain: last complete checkpoint: step %d (%s)", found[-1].step, found[-1].uri)
+    return found[-1] if found else None
+
+
+def _write_failure(config: Config, message: str, step: Any) -> StorageError:
+    """The error of a run stopped by a failed checkpoint write: the write's own message,
+    then where the next run resumes."""
+    last = None
+    with contextlib.suppress(AntsslError):  # the storage may refuse listings too
+        run_uri = storage.join(workspace.checkpoints_uri(config), run_name(config))
+        found = complete_checkpoints(run_uri, config.storage, clean=True)
+        last = found[-1] if found else None
+    where = (
+        f"the next run resumes from the last complete checkpoint (step {last.step}, {last.uri})"
+        if last
+        else "no checkpoint was complete, so the next run starts from step 0"
+    )
+    return StorageError(f"{message.rstrip('.')}. Training stopped at step {step}; {where}")
+
+
+def _project_error(err: TrainingFailedError, run_uri: str) -> AntsslError | None:
+    """The antssl error behind a failed Ray Train run (a worker's AntsslError, or a write
+    error of Ray Train's own files under ``run_uri``), or None."""
+    if isinstance(err, WorkerGroupError):
+        causes = [getattr(e, "_base_exc", e) for e in err.worker_failures.values()]
+    elif isinstance(err, ControllerError):
+        causes = [err.controller_failure]
+    else:
+        causes = []
+    for cause in causes:
+        seen: BaseException | None = cause
+        while seen is not None:
+            if isinstance(seen, AntsslError):
+                return seen
+            if storage.is_write_refusal(seen):
+                return storage.write_error(run_uri, seen)
+            seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _discard_run(config: Config) -> None:
     """Forget this config's run (its checkpoints, and the marker when it names the run), so
     Ray Train starts it from step 0."""
@@ -252,8 +345,29 @@ def _discard_run(config: Config) -> None:
     log.info("pretrain: --force: training %s again from step 0", run_name(config))
 
 
-def train_loop(loop_config: dict[str, Any]) -> None:
-    """Per-worker training loop (runs inside Ray Train workers)."""
+def _start_checkpoint(
+    stack: contextlib.ExitStack, loop_config: dict[str, Any], config: Config
+) -> tuple[Path | None, str | None]:
+    """The local folder of the checkpoint to start from and its location, or (None, None):
+    the later of Ray Train's (its latest registered one: a restart after a worker died, or
+    the run's snapshot) and the last complete one the driver found on the workspace."""
+    restored = ray.train.get_checkpoint()
+    resume = loop_config.get("resume")
+    if restored is not None:
+        local = Path(stack.enter_context(restored.as_directory()))
+        if resume is None or int(read_meta(local)["step"]) >= resume[1]:
+            return local, str(restored.path)
+    if resume is not None:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        return storage.download_dir(resume[0], tmp, config.storage), str(resume[0])
+    return None, None
+
+
+def train_loop(loop_config: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-worker training loop (runs inside Ray Train workers).
+
+    Returns (rank 0) ``{"write_error": message, "step": step}`` when a checkpoint could not
+    be written: every worker stops there, and the driver raises it."""
     config: Config = loop_config["config"]
     stats: BandStats = loop_config["stats"]
     t = config.train
@@ -269,20 +383,19 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(t.seed)
     spec = model_spec(t, loop_config["in_bands"])
     model = build_model(t, loop_config["in_bands"])
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            model.load_state_dict(load_checkpoint(d, expect_spec=spec)[0].state_dict())
-    if world > 1 and device.type == "cuda":  # SyncBatchNorm is GPU-only; CPU workers keep local BN
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
     step, resumed_from = 0, None
-    if restored:
-        with restored.as_directory() as d:
-            step = resumed_from = load_training_state(d, opt, sched)
-        if rank == 0:
-            log.info("pretrain: resumed from step %d (%s)", step, restored.path)
+    with contextlib.ExitStack() as stack:
+        start, source = _start_checkpoint(stack, loop_config, config)
+        if start is not None:
+            model.load_state_dict(load_checkpoint(start, expect_spec=spec)[0].state_dict())
+        if world > 1 and device.type == "cuda":  # SyncBatchNorm is GPU-only; CPU keeps local BN
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
+        if start is not None:
+            step = resumed_from = load_training_state(start, opt, sched)
+            if rank == 0:
+                log.info("pretrain: resumed from step %d (%s)", step, source)
     model = ray.train.torch.prepare_model(model)
     loss_fn = build_objective(t)
     augment = Augment(augment_config(t)).to(device)
@@ -319,7 +432,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     info = {"step": step, "loss": str(float(loss))}
                     storage.write_text(diverged_uri(config), json.dumps(info), config.storage)
                 ray.train.report({"step": step, "diverged": True, "loss": float("nan")})
-                return
+                return None
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -348,12 +461,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 )
             if step % t.checkpoint_every == 0 or step == t.steps:
                 extra = {"run": loop_config["run"], "resumed_from": resumed_from}
-                _report_checkpoint(model, spec, stats, step, opt, sched, metrics, extra, rank)
+                error = _report_checkpoint(
+                    model, spec, stats, step, opt, sched, metrics, extra, rank, config, device
+                )
+                if error is not None:  # every rank stops here, without an exception
+                    return {"write_error": error, "step": step} if rank == 0 else None
             else:
                 ray.train.report(metrics)
-            _maybe_fail(t.inject_failure_at_step, step, rank, world, restored is not None)
+            _maybe_fail(t.inject_failure_at_step, step, rank, world, start is not None)
             if step >= t.steps:
                 break
+    return None
 
 
 def _report_checkpoint(
@@ -366,22 +484,49 @@ def _report_checkpoint(
     metrics: dict[str, Any],
     extra: dict[str, Any],
     rank: int,
-) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = None
-        if rank == 0:
-            save_checkpoint(
-                tmp,
-                model,
-                spec,
-                stats.__dict__,
-                step,
-                extra,
-                optimizer=opt,
-                scheduler=sched,
+    config: Config,
+    device: torch.device,
+) -> str | None:
+    """Rank 0 writes the checkpoint locally, then publishes it on the workspace (meta.json
+    last); only then is it reported to Ray Train (which registers it without copying it).
+
+    Returns None, or the message of a failed write on every rank (a collective: all ranks
+    learn it together and stop, none waits for a report that does not come)."""
+    ckpt, error = None, ""
+    if rank == 0:
+        run = str(extra["run"])
+        name = f"{PREFIX}{step:07d}-{uuid.uuid4().hex[:6]}"
+        uri = storage.join(workspace.checkpoints_uri(config), run, name)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    save_checkpoint(
+                        tmp,
+                        model,
+                        spec,
+                        stats.__dict__,
+                        step,
+                        extra,
+                        optimizer=opt,
+                        scheduler=sched,
+                    )
+                except OSError as err:
+                    raise storage.write_error(f"file://{tmp}", err) from err
+                publish(tmp, uri, config.storage)
+        except StorageError as err:
+            error = str(err)
+        else:
+            where = ray.train.get_context().get_storage()
+            ckpt = Checkpoint(
+                path=f"{where.experiment_fs_path}/{name}", filesystem=where.storage_filesystem
             )
-            ckpt = Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=ckpt)
+    failed = float(all_reduce_mean(torch.tensor(float(bool(error)), device=device))) > 0
+    if failed:
+        return error or "the checkpoint write failed on rank 0"
+    ray.train.report(
+        metrics, checkpoint=ckpt, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD
+    )
+    return None
 
 
 def _maybe_fail(at: int | None, step: int, rank: int, world: int, resumed: bool) -> None:

@@ -460,8 +460,14 @@ def main() -> None:
             group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
             ids = [str(group["tile_id"][int(r)]) for r in rows]
             t0 = time.perf_counter()
-            truth = exact_places(cfg, rows)
-            print(f"exact reference: {len(rows)} queries in {time.perf_counter() - t0:.0f} s")
+            cached = args.work / f"truth-{args.seed}-{args.queries}.json"
+            if cached.exists() and json.loads(cached.read_text())["stamp"] == facts["stamp"]:
+                truth = json.loads(cached.read_text())["truth"]
+                print(f"exact reference: {len(rows)} queries, from {cached}")
+            else:
+                truth = exact_places(cfg, rows)
+                cached.write_text(json.dumps({"stamp": facts["stamp"], "truth": truth}))
+                print(f"exact reference: {len(rows)} queries in {time.perf_counter() - t0:.0f} s")
             proc_s, url = start_service(cfg_path, args.work / "serve.log", timeout=900)
             try:
                 results = []

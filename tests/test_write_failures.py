@@ -179,7 +179,11 @@ def test_full_disk_in_pretrain_is_one_error_and_the_rerun_resumes(small_disk_wor
     # state API or sees a second Ray instance on the machine: not ours, checked below)
     ours = "\n".join(ln for ln in out.splitlines() if "PlacementGroupCleaner" not in ln)
     assert "Traceback" not in ours, out[-3000:]
-    _assert_only_antssl_lines(_console(proc))  # no Ray retry chatter, no worker traceback
+    # no Ray retry chatter, no worker traceback; Ray Train's placement-group cleaner is left
+    # out: its thread polls the state API and logs a traceback of its own when another Ray
+    # instance runs on the machine (the suite's `antssl serve` fixtures start their own)
+    cleaner = [ln for ln in _console(proc) if "(PlacementGroupCleaner pid=" not in ln]
+    _assert_only_antssl_lines(cleaner)
     # only the complete checkpoint is left, nothing half-written; no finished-run marker
     folders = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint_0"))
     assert len(folders) == 1 and folders[0].startswith("checkpoint_0000002-"), folders

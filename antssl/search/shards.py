@@ -46,6 +46,7 @@ import dataclasses
 import io
 import json
 import math
+import mmap
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -253,7 +254,14 @@ class Shard:
             raise AnnError(f"{self.folder}: vectors.npy has {self.vectors.shape[0]} rows")
 
     def _map(self, name: str) -> np.ndarray:
-        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        """The array memory-mapped; the kernel told that reads are random, so a query maps
+        the pages it reads, not the read-ahead around them (resident memory stays the
+        pages queries touch)."""
+        arr = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        raw = getattr(arr, "_mmap", None)
+        if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+            raw.madvise(mmap.MADV_RANDOM)
+        return arr
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -265,8 +273,13 @@ class Shard:
     def lookup(self, tile_ids: Sequence[str]) -> list[int]:
         """Global rows of ``tile_ids`` held by this shard, -1 for the others."""
         out = []
+        width = self.tile_sorted.dtype.itemsize
         for t in tile_ids:
-            key = np.bytes_(str(t).encode())
+            raw = str(t).encode()
+            if len(raw) > width:  # longer than every stored id: not here
+                out.append(-1)
+                continue
+            key = np.array(raw, dtype=self.tile_sorted.dtype)  # same dtype: no cast of the map
             i = int(np.searchsorted(self.tile_sorted, key))
             hit = i < len(self.tile_sorted) and self.tile_sorted[i] == key
             out.append(int(self.tile_rows[i]) if hit else -1)

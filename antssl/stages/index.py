@@ -437,9 +437,10 @@ def exact_top(group: Any, queries: np.ndarray, k: int, exclude: np.ndarray) -> n
         rows = np.broadcast_to(np.arange(a, a + len(unit)), sc.shape)
         all_s = np.concatenate([best_s, sc], axis=1)
         all_r = np.concatenate([best_r, rows], axis=1)
-        top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]  # the k best, any order
         best_s, best_r = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_r, top, 1)
-    return best_r
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_r, order, 1)
 
 
 def sharded_top(

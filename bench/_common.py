@@ -157,6 +157,34 @@ def sample_workspace(
     return data
 
 
+def tiny_checkpoint(ws: Path, train: dict[str, Any], seed: int = 0) -> None:
+    """A random-weights checkpoint of the ``train`` model (3 bands, identity band stats) as
+    the workspace's latest, so that the service's Embedder starts on a fabricated store."""
+    import json
+
+    import torch
+
+    from antssl.config import TrainConfig
+    from antssl.ssl.checkpoint import save_checkpoint
+    from antssl.ssl.model import build_model, model_spec
+
+    torch.manual_seed(seed)
+    model = build_model(TrainConfig(**train), in_bands=3)
+    stats = {
+        "bands": [1, 2, 3],
+        "mean": [0.0] * 3,
+        "std": [1.0] * 3,
+        "min": [0.0] * 3,
+        "max": [1.0] * 3,
+        "pixels": 1,
+        "tiles": 1,
+    }
+    ckpt = ws / "checkpoints" / "bench"
+    save_checkpoint(ckpt, model, model_spec(TrainConfig(**train), 3), stats, step=1)
+    latest = {"run": "bench", "checkpoint": "checkpoints/bench", "step": 1}
+    (ws / "checkpoints" / "latest.json").write_text(json.dumps(latest))
+
+
 # ---------------------------------------------------------------- antssl serve
 
 

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import loadavg, machine, peak_rss_mb, rss_mb, table
+from _common import loadavg, machine, peak_rss_mb, rss_mb, table, tiny_checkpoint
 
 CENTRES, RANK, SPREAD, NOISE = 1024, 8, 0.5, 0.05
 TILE_PX, STRIDE_PX, PIXEL_M, RADIUS_M = 64, 32, 30.0, 2_200_000.0
@@ -162,13 +162,10 @@ def catalog_frame(n: int, scenes: int) -> tuple[Any, dict[str, Any]]:
 
 def make_workspace(work: Path, n: int, dim: int, scenes: int, seed: int) -> tuple[Path, float]:
     """Write (or reuse) the workspace; returns (config path, seconds spent writing)."""
-    import torch
     import yaml
 
     from antssl import catalog, store, workspace
-    from antssl.config import TrainConfig, parse_config
-    from antssl.ssl.checkpoint import save_checkpoint
-    from antssl.ssl.model import build_model, model_spec
+    from antssl.config import parse_config
 
     ws = work / "ws"
     stamp = {"n": n, "dim": dim, "scenes": scenes, "seed": seed, "format": 1}
@@ -192,21 +189,7 @@ def make_workspace(work: Path, n: int, dim: int, scenes: int, seed: int) -> tupl
     for c in range(store.n_chunks(n, CHUNK_ROWS)):
         store.write_chunk(uri, cfg.storage, c, emb[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS])
     del emb
-    torch.manual_seed(seed)
-    model = build_model(TrainConfig(**train), in_bands=3)
-    stats = {
-        "bands": [1, 2, 3],
-        "mean": [0.0] * 3,
-        "std": [1.0] * 3,
-        "min": [0.0] * 3,
-        "max": [1.0] * 3,
-        "pixels": 1,
-        "tiles": 1,
-    }
-    ckpt = ws / "checkpoints" / "bench"
-    save_checkpoint(ckpt, model, model_spec(TrainConfig(**train), 3), stats, step=1)
-    latest = {"run": "bench", "checkpoint": ckpt.as_uri(), "step": 1}
-    (ws / "checkpoints" / "latest.json").write_text(json.dumps(latest))
+    tiny_checkpoint(ws, train, seed)
     cfg_path.write_text(yaml.safe_dump(data))
     done.write_text(json.dumps(stamp))
     return cfg_path, time.perf_counter() - t0

@@ -48,6 +48,7 @@ import json
 import math
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -247,6 +248,7 @@ class Shard:
         self.vectors = self._map("vectors")
         self.cols = {name: self._map(name) for name in (*COLUMNS, "tile_id")}
         self.tile_sorted, self.tile_rows = self._map("tile_sorted"), self._map("tile_rows")
+        self._prefetch()
         self._scene_crs = np.asarray(scenes.crs, dtype=object)
         self._scene_ids = np.asarray(scenes.scene_id, dtype=object)
         self._transformers: dict[str, Transformer] = {}
@@ -262,6 +264,28 @@ class Shard:
         if raw is not None and hasattr(mmap, "MADV_RANDOM"):
             raw.madvise(mmap.MADV_RANDOM)
         return arr
+
+    def _prefetch(self) -> None:
+        """Read the re-scoring rows and the columns once, in a background thread, so that
+        they sit in the page cache: a cold query otherwise waits for ~500 random disk
+        reads (0.2 s here against 10-15 ms warm). The page cache is shared and
+        reclaimable; it is not this process's memory until a query maps a page.
+        ``warmed`` is set when done."""
+        self.warmed = threading.Event()
+        files = [self.folder / f"{n}.npy" for n in ("vectors", *COLUMNS, "tile_id", "tile_sorted")]
+
+        def warm() -> None:
+            buf = bytearray(8 << 20)
+            for path in files:
+                try:
+                    with open(path, "rb", buffering=0) as f:
+                        while f.readinto(buf):
+                            pass
+                except OSError:
+                    continue
+            self.warmed.set()
+
+        threading.Thread(target=warm, name="shard-warm", daemon=True).start()
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -407,6 +431,7 @@ class Shard:
             "start": self.start,
             "stop": self.stop,
             "indexed": int(self.index.ntotal),
+            "warmed": self.warmed.is_set(),
             "rss_bytes": rss_bytes(),
         }
 

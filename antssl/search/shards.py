@@ -538,7 +538,3 @@ def search_sharded(
             return hits
         m *= 4
     return hits
-
-
-def with_rows(hits: Sequence[Hit]) -> np.ndarray:
-    return np.asarray([h.index for h in hits], dtype=np.int64)

@@ -41,6 +41,7 @@ from ray.train import (
     CheckpointConfig,
     CheckpointUploadMode,
     ControllerError,
+    DataConfig,
     FailureConfig,
     LoggingConfig,
     RunConfig,
@@ -178,6 +179,7 @@ def run(config: Config, force: bool = False) -> str:
             logging_config=LoggingConfig(log_level="DEBUG" if verbose() else "ERROR"),
         ),
         datasets={"train": ds},
+        dataset_config=DataConfig(execution_options=ordered_ingest()),
     )
     log.info(
         "pretrain: %s on %d tiles, %d worker(s), %d steps; checkpoints under %s/%s/",
@@ -274,9 +276,19 @@ def training_dataset(
             return {"image": batch["image"], "scene": scene}
 
         ds = ds.map_batches(scene_index, batch_format="numpy", batch_size=None)
+    ds.context.execution_options.preserve_order = True  # materialised in catalog order
     if t.materialize:
         ds = ds.materialize()
     return ds.randomize_block_order(seed=t.seed)
+
+
+def ordered_ingest() -> ray.data.ExecutionOptions:
+    """Ray Train's default ingest options with the block order kept: the seeded order of
+    :func:`training_dataset` reaches the workers as planned, whichever read finishes first
+    (else a run's batches, and so its weights, differ between runs of the same config)."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def resume_point(config: Config) -> StoredCheckpoint | None:
@@ -350,9 +362,16 @@ def _start_checkpoint(
 ) -> tuple[Path | None, str | None]:
     """The local folder of the checkpoint to start from and its location, or (None, None):
     the later of Ray Train's (its latest registered one: a restart after a worker died, or
-    the run's snapshot) and the last complete one the driver found on the workspace."""
+    the run's snapshot) and the last complete one on the workspace. The workspace is listed
+    here, on the worker, not only by the driver before training: a worker that dies right
+    after a report can take its group down before Ray Train registers the checkpoint that
+    rank 0 had already published, and the restarted group must not begin at step 0."""
     restored = ray.train.get_checkpoint()
     resume = loop_config.get("resume")
+    run_uri = storage.join(workspace.checkpoints_uri(config), loop_config["run"])
+    found = complete_checkpoints(run_uri, config.storage)
+    if found and (resume is None or found[-1].step > resume[1]):
+        resume = (found[-1].uri, found[-1].step)
     if restored is not None:
         local = Path(stack.enter_context(restored.as_directory()))
         if resume is None or int(read_meta(local)["step"]) >= resume[1]:
@@ -412,6 +431,7 @@ def train_loop(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             drop_last=True,
             device=device,
             local_shuffle_buffer_size=max(buffer, local_bs) if buffer else None,
+            local_shuffle_seed=t.seed + 7919 * rank + step if buffer else None,
         ):
             gen.manual_seed(t.seed + 1_000_003 * step + rank)
             x, scene = batch["image"], batch.get("scene")

@@ -286,9 +286,15 @@ def ordered_ingest() -> ray.data.ExecutionOptions:
     """Ray Train's default ingest options with the block order kept: the seeded order of
     :func:`training_dataset` reaches the workers as planned, whichever read finishes first
     (else a run's batches, and so its weights, differ between runs of the same config)."""
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return options
+    # DataConfig.default_ingest_options() with preserve_order, built here: Ray's own copies
+    # the deprecated ``exclude_resources`` (a RayDeprecationWarning on the console)
+    current = ray.data.DataContext.get_current().execution_options
+    return ray.data.ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=True,
+        verbose_progress=current.verbose_progress,
+        label_selector=current.label_selector,
+    )
 
 
 def resume_point(config: Config) -> StoredCheckpoint | None:

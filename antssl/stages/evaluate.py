@@ -28,6 +28,7 @@ import numpy as np
 
 from antssl import storage, workspace
 from antssl.config import Config
+from antssl.encoder import relative_ref
 from antssl.errors import ConfigError
 from antssl.evaluate import EvaluationError, report
 from antssl.evaluate.features import ENCODER, Checkpoint, compute_methods, load_model
@@ -51,7 +52,8 @@ def eval_uri(config: Config) -> str:
 
 
 def _digest(config: Config, ckpt: Checkpoint) -> str:
-    return f"{scored_config(config).digest('scenes', 'mask', 'tiling', 'evaluate')}:{ckpt.uri}"
+    where = relative_ref(ckpt.uri, config.workspace)  # a copied workspace: the same checkpoint
+    return f"{scored_config(config).digest('scenes', 'mask', 'tiling', 'evaluate')}:{where}"
 
 
 def _existing(config: Config, digest: str) -> dict[str, Any] | None:
@@ -199,8 +201,7 @@ def _info(
         labelling = f"classes: majority class, purity >= {ev.min_purity}, ignore {ev.ignore}"
     with_nodata = int((~tiles.valid).any(axis=(1, 2)).sum())
     return {
-        "workspace": workspace.root(config),
-        "checkpoint": ckpt.uri,
+        "checkpoint": relative_ref(ckpt.uri, config.workspace),  # portable workspaces
         "checkpoint_source": ckpt.source,
         "step": ckpt.step,
         "labels": ev.labels,

@@ -31,6 +31,7 @@ from affine import Affine
 
 from antssl import catalog, gis, maps, preview, reader, stac, storage, store, workspace
 from antssl.config import Config
+from antssl.encoder import relative_ref
 from antssl.errors import StageOrderError
 from antssl.scenes import SceneInfo, load_infos, open_raster
 
@@ -118,6 +119,7 @@ def run(config: Config, force: bool = False) -> str:
     cat = catalog.read(workspace.catalog_uri(config), config.storage).iloc[: len(labels)]
     infos = load_infos(config)
     t = config.tiling
+    store_ref = relative_ref(uri, config.workspace)  # the maps' tag; right in a copy too
     stored = meta.get("exemplars") or {}  # written by the cluster stage (tile ids)
     exemplars = {int(j): list(ids) for j, ids in stored.items()} or {
         int(c["cluster"]): c["exemplars"] for c in previous.get("clusters", [])
@@ -134,7 +136,7 @@ def run(config: Config, force: bool = False) -> str:
             sub["row"].to_numpy(), sub["col"].to_numpy(), labels[idx], info, t.size, t.stride, k
         )
         cog = maps.cluster_cog_bytes(
-            grid, transform, info.crs, k, tags={"scene_id": sid, "store": uri}
+            grid, transform, info.crs, k, tags={"scene_id": sid, "store": store_ref}
         )
         storage.write_bytes(storage.join(out, f"{sid}.tif"), cog, config.storage)
         here = np.bincount(labels[idx][labels[idx] >= 0], minlength=k)
@@ -194,7 +196,7 @@ def run(config: Config, force: bool = False) -> str:
     names = gis.category_names(counts)
     storage.write_text(storage.join(out, "clusters.qml"), gis.qml(names), config.storage)
     map_crs = _write_overview_tif(config, out, cat, labels, infos, k, names)
-    mosaics = _write_mosaics(config, out, placed, names, uri)
+    mosaics = _write_mosaics(config, out, placed, names, store_ref)
     _write_stac(config, out, placed, meta, doc, map_crs, mosaics)
     storage.write_text(summary_uri, json.dumps(doc, indent=2), config.storage)
     log.info(
@@ -250,7 +252,7 @@ def _write_mosaics(
     out: str,
     placed: list[Placed],
     names: list[str],
-    store_uri: str,
+    store_ref: str,
 ) -> list[str]:
     """One GDAL VRT of the scene maps per CRS (``mosaic.vrt`` when there is one CRS, else
     ``mosaic-<epsg>.vrt``), each with a QGIS style of the same name; returns the file names.
@@ -267,7 +269,7 @@ def _write_mosaics(
     written = []
     for i, (crs, sources) in enumerate(groups.items()):
         stem = "mosaic" if len(groups) == 1 else f"mosaic-{gis.epsg_of(crs) or f'crs{i}'}"
-        vrt = gis.mosaic_vrt(sources, crs, names, tags={"store": store_uri})
+        vrt = gis.mosaic_vrt(sources, crs, names, tags={"store": store_ref})
         storage.write_text(storage.join(out, f"{stem}.vrt"), vrt, config.storage)
         storage.write_text(storage.join(out, f"{stem}.qml"), gis.qml(names), config.storage)
         written.append(f"{stem}.vrt")

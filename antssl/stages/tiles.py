@@ -54,7 +54,6 @@ class SceneSummary:
 class TilesSummary:
     digest: str
     plan_digest: str
-    workspace: str
     tiles: int = 0
     scenes: list[SceneSummary] = field(default_factory=list)
     seconds: float = 0.0
@@ -159,7 +158,6 @@ def run(config: Config, force: bool = False) -> str:
     summary = TilesSummary(
         digest=config.digest(*DIGEST_SECTIONS),
         plan_digest=config.digest("mask", "tiling"),
-        workspace=workspace.root(config),
     )
     infos: dict[str, SceneInfo] = {}
     frames = []
@@ -224,15 +222,15 @@ def keep_previous_order(config: Config, pairs: list[tuple[str, str]]) -> list[tu
     """Scenes already in the workspace's catalog first, in their old order, then new ones.
 
     So adding scenes (scale-out) appends rows to the catalog and earlier tile
-    indices stay valid for the embeddings store. Only when the previous catalog
-    was planned with the same mask and tiling.
+    indices stay valid for the embeddings store. Also when the mask or tiling
+    settings changed (the embed stage compares the tile ids themselves), so a
+    workspace copied elsewhere, with its scenes and coastline moved to new URIs,
+    still appends.
     """
     marker = workspace.tiles_summary_uri(config)
     if not storage.exists(marker, config.storage):
         return pairs
     done = json.loads(storage.read_text(marker, config.storage))
-    if done.get("plan_digest") != config.digest("mask", "tiling"):
-        return pairs
     before = [s["scene_id"] for s in done.get("scenes", []) if not s.get("error")]
     rank = {sid: i for i, sid in enumerate(before)}
     return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), pairs.index(p)))

@@ -233,6 +233,34 @@ def shard_memory() -> list[dict[str, float]]:
     return sorted(out, key=lambda r: str(r["deployment"]))
 
 
+async def hops(base: str, ids: list[str]) -> list[list[Any]]:
+    """Where a request's time goes, one client: p50 of the proxy and Api alone
+    (``/healthz``), + one round to the shards (``/v1/tiles/{id}``: the shard holding the
+    tile answers), + the whole search (``/v1/similar``)."""
+    import httpx
+
+    paths = {
+        "GET /healthz (proxy + Api)": lambda t: ("/healthz", {}),
+        "GET /v1/tiles/{id} (+ one shard call)": lambda t: (f"/v1/tiles/{t}", {}),
+        "GET /v1/similar (+ search)": lambda t: ("/v1/similar", {"tile_id": t, "k": 10}),
+    }
+    rows: list[list[Any]] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for name, req in paths.items():
+            lat = []
+            for t in ids:
+                path, params = req(t)
+                t0 = time.perf_counter()
+                r = await client.get(f"{base}{path}", params=params)
+                lat.append(time.perf_counter() - t0)
+                r.raise_for_status()
+            ms = np.array(lat) * 1000
+            rows.append(
+                [name, len(ids), f"{np.percentile(ms, 50):.1f}", f"{np.percentile(ms, 99):.1f}"]
+            )
+    return rows
+
+
 async def load(base: str, ids: list[str], concurrency: int) -> tuple[list[float], list[dict], int]:
     """GET /v1/similar for each id with ``concurrency`` clients: (latencies s, answers, errors)."""
     import httpx
@@ -484,6 +512,7 @@ def main() -> None:
                     else:
                         row.append("")
                     results.append(row)
+                breakdown = asyncio.run(hops(url, ids))
                 mem = shard_memory()
             finally:
                 stop_service(proc_s)
@@ -493,6 +522,7 @@ def main() -> None:
                     results,
                 )
             )
+            print(table(["request (concurrency 1)", "requests", "p50 ms", "p99 ms"], breakdown))
             print(
                 table(
                     ["replica", "pid", "VmRSS MB", "RssAnon MB", "RssFile MB"],

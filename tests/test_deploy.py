@@ -244,6 +244,48 @@ def test_every_pod_runs_as_non_root_without_privileges(name: str) -> None:
             assert mounts["/tmp"] in empty_dirs and mounts["/dev/shm"] in empty_dirs, name
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_rayjob_submitter_pod_runs_locked_down_without_credentials(stage: str) -> None:
+    """K8sJobMode: KubeRay builds the submitter Job's pod from submitterPodTemplate (its default
+    has no securityContext) and fills in the first container's command and env."""
+    spec = RAYJOBS[f"rayjob-{stage}.yaml"]["spec"]
+    submitter = spec["submitterPodTemplate"]["spec"]
+    assert submitter["restartPolicy"] == "Never"  # a Job's pod; Always is rejected
+    (c,) = submitter["containers"]
+    assert c["name"] == "ray-job-submitter"  # KubeRay's own name for it
+    assert "command" not in c and "args" not in c, "KubeRay generates the submit command"
+    # The head's image: the same Ray CLI as the cluster it submits to.
+    head_image = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == head_image["image"] and c["imagePullPolicy"] == "IfNotPresent"
+    pod_sc, sc = submitter["securityContext"], c["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == 1000
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert not sc.get("privileged") and "add" not in sc["capabilities"]
+    assert sc["readOnlyRootFilesystem"] is True
+    empty_dirs = {v["name"] for v in submitter["volumes"] if "emptyDir" in v}
+    assert {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/tmp"] in empty_dirs
+    # It only talks to the Ray dashboard (token from the Secret KubeRay injects): no storage
+    # credentials, no cloud identity, no Kubernetes API token.
+    assert "envFrom" not in c and "env" not in c
+    assert "serviceAccountName" not in submitter
+    assert submitter["automountServiceAccountToken"] is False
+    limits, requests = c["resources"]["limits"], c["resources"]["requests"]
+    assert set(limits) == set(requests) == {"cpu", "memory"}
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_autoscaler_sidecar_runs_without_privileges(name: str) -> None:
+    cluster = CLUSTERS[name]
+    assert cluster["enableInTreeAutoscaling"] is True
+    sc = cluster["autoscalerOptions"]["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    # The sidecar shares the head pod's securityContext: a numeric uid and seccomp.
+    head_sc = pod(cluster["headGroupSpec"])["securityContext"]
+    assert head_sc["runAsUser"] == 1000 and head_sc["seccompProfile"]["type"] == "RuntimeDefault"
+
+
 @pytest.mark.parametrize("name", sorted(CLUSTERS))
 def test_storage_credentials_come_from_the_secret_or_the_service_account(name: str) -> None:
     (account,) = MANIFESTS["serviceaccount.yaml"]
@@ -296,6 +338,14 @@ def test_validator_project_rules_pass_here_and_catch_each_missing_property() -> 
         mounts = head(d)["containers"][0]["volumeMounts"]
         mounts[:] = [m for m in mounts if m["mountPath"] != "/tmp"]
 
+    def submitter(d: dict[str, Any]) -> dict[str, Any]:
+        spec: dict[str, Any] = d["spec"]["submitterPodTemplate"]["spec"]
+        return spec
+
+    def autoscaler(d: dict[str, Any]) -> dict[str, Any]:
+        opts: dict[str, Any] = d["spec"]["rayClusterSpec"]["autoscalerOptions"]
+        return opts
+
     broken = {
         "activeDeadlineSeconds": lambda d: d["spec"].pop("activeDeadlineSeconds"),
         "backoffLimit": lambda d: d["spec"].update(backoffLimit=2),
@@ -307,12 +357,35 @@ def test_validator_project_rules_pass_here_and_catch_each_missing_property() -> 
             drop=["NET_RAW"]
         ),
         "/tmp": no_tmp,
+        # The pods and containers KubeRay adds: the K8sJobMode submitter, the autoscaler.
+        "submitterPodTemplate: not set": lambda d: d["spec"].pop("submitterPodTemplate"),
+        "submitterPodTemplate.spec.restartPolicy": lambda d: submitter(d).pop("restartPolicy"),
+        "submitterPodTemplate.spec.containers[0].securityContext.allowPrivilegeEscalation": (
+            lambda d: submitter(d)["containers"][0]["securityContext"].update(
+                allowPrivilegeEscalation=True
+            )
+        ),
+        "submitterPodTemplate.spec.containers[0]: runAsNonRoot": lambda d: submitter(d).pop(
+            "securityContext"
+        ),
+        "autoscalerOptions": lambda d: autoscaler(d).pop("securityContext"),
+        "autoscalerOptions.securityContext.capabilities.drop": lambda d: autoscaler(d)[
+            "securityContext"
+        ].pop("capabilities"),
+        "not supported with submissionMode SidecarMode": lambda d: d["spec"].update(
+            submissionMode="SidecarMode"
+        ),
     }
     for word, breaks in broken.items():
         doc = copy.deepcopy(job)
         breaks(doc)
         problems = v.ray_object_problems(doc)
         assert problems and all(word in p for p in problems), (word, problems)
+    # HTTPMode has no submitter pod: no template needed.
+    http = copy.deepcopy(job)
+    http["spec"].pop("submitterPodTemplate")
+    http["spec"]["submissionMode"] = "HTTPMode"
+    assert v.ray_object_problems(http) == []
     # A pod naming a ServiceAccount that deploy/ does not declare is a problem.
     pod_spec = {"serviceAccountName": "nobody", "containers": []}
     assert ("ServiceAccount", "nobody", False) in set(v.references(pod_spec))

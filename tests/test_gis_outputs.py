@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -297,8 +298,130 @@ def test_scene_without_crs_gets_an_item_without_geometry() -> None:
     assert not any("projection" in e for e in doc["stac_extensions"])
     assert pystac.Item.from_dict(doc).assets["clusters"].href == "/x/maps/plain.tif"
     box = stac.footprint(dataclasses.replace(info, crs="EPSG:3031"))
-    assert box is not None and box.is_valid and box.exterior.is_ccw
+    # 64 m x 48 m with a corner on the pole (rows go up here: e = +1): lon 0..90.
+    assert isinstance(box, shapely.Polygon) and box.is_valid and box.exterior.is_ccw
     assert -90 <= box.bounds[1] < box.bounds[3] <= -60
+    assert stac.antimeridian.bbox(box) == pytest.approx([0, -90, 90, box.bounds[3]])
+
+
+# --- footprints across the antimeridian and around the pole (RFC 7946 §3.1.9) --------------
+
+TO_LONLAT = Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True)
+
+
+def polar_scene(x0: float, y0: float, x1: float, y1: float, size: int = 100) -> SceneInfo:
+    """A north-up EPSG:3031 scene covering ``[x0, x1] x [y0, y1]`` metres."""
+    a = (x1 - x0) / size, 0.0, x0, 0.0, -(y1 - y0) / size, y1
+    return SceneInfo("polar", "file:///x/polar.tif", "EPSG:3031", a, size, size, 1, "uint8",
+                     None, (1,))  # fmt: skip
+
+
+def scene_points(x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) of the scene's outline, sampled far more densely than the footprint, and of
+    a grid inside it; the pole itself (no longitude) left out."""
+    t = np.linspace(0.0, 1.0, 1001)
+    xs = np.concatenate(
+        [x0 + t * (x1 - x0), np.full_like(t, x1), x0 + t * (x1 - x0), np.full_like(t, x0)]
+    )
+    ys = np.concatenate(
+        [np.full_like(t, y0), y0 + t * (y1 - y0), np.full_like(t, y1), y0 + t * (y1 - y0)]
+    )
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 41), np.linspace(y0, y1, 41))
+    xs, ys = np.concatenate([xs, gx.ravel()]), np.concatenate([ys, gy.ravel()])
+    keep = np.hypot(xs, ys) > 1e-3
+    lon, lat = TO_LONLAT.transform(xs[keep], ys[keep])
+    return np.asarray(lon), np.asarray(lat)
+
+
+def assert_covers(geom: Any, lon: np.ndarray, lat: np.ndarray, tol: float = 1e-4) -> None:
+    """Every point lies in ``geom`` within ``tol`` degrees (the footprint's edges are chords
+    of the reprojected curve); lon ±180 is one meridian, so either sign may hold it."""
+    dist = shapely.distance(geom, shapely.points(lon, lat))
+    on_am = np.isclose(np.abs(lon), 180.0)
+    other = shapely.distance(geom, shapely.points(-lon[on_am], lat[on_am]))
+    dist[on_am] = np.minimum(dist[on_am], other)
+    assert dist.max() <= tol, (dist.max(), lon[dist.argmax()], lat[dist.argmax()])
+
+
+def _lat(x: float, y: float) -> float:
+    return float(TO_LONLAT.transform(x, y)[1])
+
+
+def test_footprint_across_the_antimeridian_is_split_there() -> None:
+    # In EPSG:3031 lon = atan2(x, y): lon 180 is the ray x = 0, y < 0.
+    assert TO_LONLAT.transform(1e-6, -1.5e6)[0] == pytest.approx(180.0)
+    assert TO_LONLAT.transform(-1e-6, -1.5e6)[0] == pytest.approx(-180.0)
+    box = (-50e3, -1550e3, 50e3, -1450e3)
+    geom = stac.footprint(polar_scene(*box))
+    assert isinstance(geom, shapely.MultiPolygon) and geom.is_valid and len(geom.geoms) == 2
+    east, west = sorted(geom.geoms, key=lambda g: -g.bounds[0])
+    assert east.bounds[0] > 170 and east.bounds[2] == 180.0  # both parts end on the antimeridian
+    assert west.bounds[0] == -180.0 and west.bounds[2] < -170
+    assert all(part.exterior.is_ccw for part in geom.geoms)
+    assert east.area == pytest.approx(west.area, rel=1e-3)  # the scene is centred on lon 180
+    assert_covers(geom, *scene_points(*box))
+    # bbox: west > east across the antimeridian; the corners are the farthest west, east, north.
+    half = math.degrees(math.atan2(50e3, 1450e3))
+    south, north = _lat(0, -1450e3), _lat(50e3, -1550e3)
+    item = stac.scene_item(polar_scene(*box), stac.parse_time(CREATED), {})
+    assert item.bbox == pytest.approx([180 - half, south, -180 + half, north], abs=1e-6)
+    assert item.geometry is not None and item.geometry["type"] == "MultiPolygon"
+    assert shapely.geometry.shape(item.geometry).equals(geom)
+
+
+def test_footprint_around_the_pole_reaches_it() -> None:
+    box = (-30e3, -80e3, 70e3, 20e3)  # the pole inside, off centre
+    geom = stac.footprint(polar_scene(*box))
+    assert isinstance(geom, shapely.Polygon) and geom.is_valid and geom.exterior.is_ccw
+    assert_covers(geom, *scene_points(*box))
+    # Every longitude just off the pole is inside: the edge runs along lat -90.
+    lons = np.linspace(-179.9, 179.9, 721)
+    assert shapely.contains_xy(geom, lons, np.full_like(lons, -89.999)).all()
+    item = stac.scene_item(polar_scene(*box), stac.parse_time(CREATED), {})
+    assert item.bbox == pytest.approx([-180, -90, 180, _lat(70e3, -80e3)], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("box", "west", "east"),
+    [
+        ((-100e3, -100e3, 0.0, 0.0), -180.0, -90.0),  # a quadrant tile: corner on the pole,
+        ((0.0, -100e3, 100e3, 0.0), 90.0, 180.0),  # an edge along the antimeridian
+        ((-50e3, -100e3, 50e3, 0.0), 90.0, -90.0),  # the pole mid-edge, across lon 180
+        ((-50e3, 0.0, 50e3, 100e3), -90.0, 90.0),  # the pole mid-edge, across lon 0
+        ((0.0, -1550e3, 100e3, -1450e3), None, 180.0),  # on the antimeridian, east of it
+        ((-100e3, -1550e3, 0.0, -1450e3), -180.0, None),  # on the antimeridian, west of it
+    ],
+)
+def test_footprint_touching_the_pole_or_the_antimeridian(
+    box: tuple[float, float, float, float], west: float | None, east: float | None
+) -> None:
+    geom = stac.footprint(polar_scene(*box))
+    assert geom is not None and geom.is_valid
+    assert_covers(geom, *scene_points(*box))
+    bbox = stac.antimeridian.bbox(geom)
+    touches_pole = min(abs(box[0]), abs(box[2])) == 0 and min(abs(box[1]), abs(box[3])) == 0
+    if touches_pole:
+        assert bbox[1] == -90.0
+    if west is not None:
+        assert bbox[0] == pytest.approx(west)
+    if east is not None:
+        assert bbox[2] == pytest.approx(east)
+    # The footprint spans no more longitude than the scene does.
+    width = (bbox[2] - bbox[0]) % 360 or 360
+    assert width <= 180 + 1e-6
+
+
+def test_union_bbox_takes_the_short_way_round() -> None:
+    assert stac.union_bbox([]) == [-180.0, -90.0, 180.0, 90.0]
+    plain = [[40.0, -77.0, 45.0, -76.0], [100.0, -80.0, 110.0, -70.0]]
+    assert stac.union_bbox(plain) == [40.0, -80.0, 110.0, -70.0]
+    across = [[178.0, -77.0, -178.0, -76.0], [-179.5, -80.0, -170.0, -70.0], [175.0, -75, 176, -74]]
+    assert stac.union_bbox(across) == [175.0, -80.0, -170.0, -70.0]
+    assert stac.union_bbox([[170.0, -80, 180.0, -70], [-180.0, -80, -175.0, -70]]) == [
+        170.0, -80.0, -175.0, -70.0
+    ]  # fmt: skip
+    pole = [-180.0, -90.0, 180.0, -89.0]
+    assert stac.union_bbox([across[0], pole]) == [-180.0, -90.0, 180.0, -76.0]
 
 
 def test_overview_grid_majority_and_size_cap() -> None:

@@ -283,3 +283,81 @@ def test_plan_counts_the_shard_replicas() -> None:
     assert p.total_cpus <= 2.0 + 1e-9 and p.shard_cpus > 0
     assert p.search_cpus < fit.plan(ServeConfig(), cpus=2.0).search_cpus  # merge only
     assert "2 SearchShard" in p.describe()
+
+
+def _tiny_checkpoint(ws: Path) -> None:
+    """A random-weights checkpoint as the workspace's latest (the Embedder needs one)."""
+    import torch
+
+    from antssl.config import TrainConfig
+    from antssl.ssl import build_model, model_spec, save_checkpoint
+    from tests.conftest import TINY_TRAIN
+
+    torch.manual_seed(0)
+    t = TrainConfig(**TINY_TRAIN)
+    stats = {"bands": [1], "mean": [0.0], "std": [1.0], "min": [0.0], "max": [1.0]}
+    stats |= {"pixels": 1, "tiles": 1}
+    save_checkpoint(ws / "checkpoints" / "t", build_model(t, 1), model_spec(t, 1), stats, step=1)
+    latest = {"run": "t", "checkpoint": "checkpoints/t", "step": 1}
+    (ws / "checkpoints" / "latest.json").write_text(json.dumps(latest))
+
+
+def test_the_service_scatters_to_shard_deployments_over_http(built: dict, tmp_path: Path) -> None:
+    """`build_app` on the sharded index: one SearchShard deployment per shard behind the Api;
+    real HTTP answers equal the in-process scatter-gather's; errors keep their status."""
+    import socket
+
+    import httpx
+    import yaml
+    from ray import serve
+
+    from antssl.serve.app import build_app
+
+    cfg, sharded = built["cfg"], built["sharded"]
+    _tiny_checkpoint(Path(cfg.workspace.removeprefix("file://")))
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    args = {"config": str(cfg_path), "reload_check_s": 0, "replicas": 1}
+    args |= {"embedder_cpus": 0.1, "ingress_cpus": 0.1, "shard_cpus": 0.1}
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(args), name="sharded", route_prefix="/", blocking=False)
+        apps = serve.status().applications["sharded"].deployments
+        assert sorted(d for d in apps if d.startswith("SearchShard")) == [
+            "SearchShard0",
+            "SearchShard1",
+            "SearchShard2",
+        ]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            ready = c.get("/readyz").json()
+            assert ready["status"] == "ready" and ready["tiles"] == N
+            assert ready["search"] == "ivfpq"
+            # scene_1 spans shards 0 and 1; scene_3 lies in shard 2
+            for t in ("scene_1/0/0", "scene_1/384/384", "scene_3/64/64", "scene_0/32/64"):
+                got = c.get("/v1/similar", params={"tile_id": t, "k": 10})
+                assert got.status_code == 200, got.text
+                want = sharded.similar({"tile_ids": [t], "k": 10})
+                assert _ids(got.json()) == _ids(want), t
+                ws = [f["properties"]["score"] for f in want["features"]]
+                gs = [f["properties"]["score"] for f in got.json()["features"]]
+                np.testing.assert_allclose(gs, ws, atol=1e-6)
+            body = {"tile_ids": ["scene_0/0/0", "scene_2/320/96"], "negatives": ["scene_3/0/0"]}
+            got = c.post("/v1/similar", json={**body, "k": 6, "scenes": ["scene_1", "scene_2"]})
+            assert got.status_code == 200, got.text
+            want = sharded.similar({**body, "k": 6, "scenes": ["scene_1", "scene_2"]})
+            assert _ids(got.json()) == _ids(want) and len(_ids(want)) == 6
+            assert {f["properties"]["scene_id"] for f in got.json()["features"]} <= {
+                "scene_1",
+                "scene_2",
+            }
+            feat = c.get("/v1/tiles/scene_2/96/32").json()
+            assert feat["geometry"] == sharded.feature("scene_2/96/32")["geometry"]
+            missing = c.get("/v1/similar", params={"tile_id": "scene_9/0/0", "k": 5})
+            assert missing.status_code == 404 and "scene_9/0/0" in missing.text
+            viewer = c.get("/v1/map/tiles")
+            assert viewer.status_code == 404 and "sharded index" in viewer.text
+    finally:
+        serve.shutdown()

@@ -275,6 +275,26 @@ def test_a_lost_shard_is_rebuilt_alone(built: dict, stage_log: pytest.LogCapture
     assert redone.lookup(["scene_1/256/0", "scene_0/0/0"]) == [N // 3, -1]
 
 
+def test_mapped_pages_are_given_back_past_the_budget(built: dict) -> None:
+    """A query's page faults map whole page-cache folios of the shard's files; past the
+    budget the shard unmaps them after the query, with the same answers."""
+    cfg, m = built["cfg"], built["manifest"]
+    folder = Path(workspace.index_uri(cfg).removeprefix("file://")) / m["file"]
+    scenes = shards.Scenes.from_json((folder / "scenes.json").read_text())
+    tight = shards.Shard(folder / "shard-0000", scenes, mapped_budget=0)
+    roomy = shards.Shard(folder / "shard-0000", scenes, mapped_budget=1 << 40)
+    q = np.asarray(tight.rows([5])["vector"][0])
+    q /= np.linalg.norm(q)
+    for _ in range(2):
+        a, b = tight.search(q, 20, nprobe=16, rerank=64), roomy.search(q, 20, nprobe=16, rerank=64)
+        np.testing.assert_array_equal(a["row"], b["row"])
+        np.testing.assert_array_equal(a["score"], b["score"])
+    assert tight.trims == 2 and roomy.trims == 0
+    assert tight.nearest(float(a["lon"][0]), float(a["lat"][0])) is not None
+    assert tight.trims == 3
+    assert tight.stats()["trims"] == 3 and tight.stats()["mapped_file_bytes"] > 0
+
+
 def test_plan_counts_the_shard_replicas() -> None:
     from antssl.config import ServeConfig
 

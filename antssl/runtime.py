@@ -35,7 +35,9 @@ def ensure_ray(config: Config, num_cpus: int | None = None) -> None:
             logging.ERROR
         )
     logs_env = worker_log_env() if quiet else {"ANTSSL_VERBOSE": "1"}
-    env = {"env_vars": {**storage.worker_env(config.storage), **logs_env}}
+    env: dict[str, object] = {"env_vars": {**storage.worker_env(config.storage), **logs_env}}
+    if quiet:
+        env["worker_process_setup_hook"] = "antssl.runtime.quiet_worker"
     address = os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
@@ -103,6 +105,22 @@ def quiet_ray() -> None:
             handler.setLevel(logging.WARNING)
             if not any(isinstance(f, RayConsoleFilter) for f in handler.filters):
                 handler.addFilter(RayConsoleFilter())
+
+
+NOISY_WORKER_LOGGERS = (
+    # Ray Train's placement-group cleaner asks the state API, which a local instance without
+    # the dashboard does not serve, every few seconds: "Failed to query Ray Train Controller
+    # actor state. State API may be temporarily unavailable." (47 of a demo's 105 lines)
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
+)
+
+
+def quiet_worker() -> None:
+    """``worker_process_setup_hook`` of antssl's jobs (not with ``-v``): in every Ray worker,
+    Ray's own loggers that repeat internal state stay off the console (its log files
+    still have what it writes to them)."""
+    for name in NOISY_WORKER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_train_worker() -> None:

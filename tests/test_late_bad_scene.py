@@ -76,12 +76,11 @@ WORKER = re.compile(r"^\((\w+) pid=\d+(?:, ip=[\d.]+)?\) ")  # Ray's prefix on w
 RAY_LOG = re.compile(r"^\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+")  # Ray's own format
 
 
-# Left, and known: Ray Train's placement-group cleaner polls the state API, which a Ray
-# without a dashboard (the tests' instance; `antssl` run locally) does not serve, and a C++
-# notice about Ray Train's PreemptionWatcher actor. Neither comes from antssl's calls.
+# Left, and known: a C++ notice about Ray Train's PreemptionWatcher actor (not from
+# antssl's calls; C++ logs at error level). The placement-group cleaner's "Failed to query
+# Ray Train Controller actor state" every few seconds is silenced (runtime.quiet_worker).
 KNOWN_RAY_TRAIN = re.compile(
-    r"^\(PlacementGroupCleaner pid=\d+\) Failed to query Ray Train Controller actor state"
-    r"|^\(TrainController pid=\d+\) \[.*core_worker\.cc:\d+: Actor with class name: "
+    r"^\(TrainController pid=\d+\) \[.*core_worker\.cc:\d+: Actor with class name: "
     r"'PreemptionWatcher'"
 )
 

@@ -50,9 +50,10 @@ class Embedder:
         self.model.eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
+        # Ray Data's batches are read-only views of Arrow buffers: torch wants writable memory
+        x = torch.from_numpy(np.require(batch["image"], requirements="CW")).to(self.device)
         if "valid" in batch:  # raw pixels from the tile cache: normalise on the device
-            valid = torch.from_numpy(np.ascontiguousarray(batch["valid"])).to(self.device)
+            valid = torch.from_numpy(np.require(batch["valid"], requirements="CW")).to(self.device)
             x = normalise_torch(x, valid, self.stats["mean"], self.stats["std"])
         with (
             torch.inference_mode(),

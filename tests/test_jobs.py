@@ -79,7 +79,7 @@ def head_node(tmp_path: Path):
     yield address, env
     os.killpg(proc.pid, 15)  # SIGTERM: drain and stop this node's processes only
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=5)  # nothing of it is kept: a slow drain is not waited for
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)

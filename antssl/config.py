@@ -268,6 +268,14 @@ class TrainConfig(_Section):
         "tile's nearest tile of another scene in the batch (NNCLR restricted to other "
         "scenes; antssl.ssl.step.forward_step). 0: off.",
     )
+    scene_negatives_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of the objective contrasted among tiles of one scene only (its "
+        "negatives from the anchor's scene: scene identity cannot help there; "
+        "antssl.ssl.objectives.scene_conditional_nt_xent). 0: off.",
+    )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     batch_size: int = Field(64, ge=2, description="Global batch size (split over workers).")
     steps: int = Field(200, ge=1)

@@ -141,6 +141,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # positives from other scenes: each tile's nearest other-scene tile in the batch
     "cross50": {**_CHOSEN, "cross_scene_weight": 0.5},
     "cross100": {**_CHOSEN, "cross_scene_weight": 1.0},
+    # negatives from the anchor's scene only (conditional contrast)
+    "cond50": {**_CHOSEN, "scene_negatives_weight": 0.5},
+    "cond100": {**_CHOSEN, "scene_negatives_weight": 1.0},
     # a scene classifier behind a gradient reversal (DANN) on the embedding
     "adv03": {**_CHOSEN, "adversary": 0.3},
     "adv1": {**_CHOSEN, "adversary": 1.0},
@@ -272,6 +275,7 @@ def _train(
         loss, _ = forward_step(
             model, loss_fn, aug, tiles[rows], gen, t.texture_weight,
             scenes[rows], t.cross_scene_weight, adversary, adversary_weight,
+            t.scene_negatives_weight,
         )  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()

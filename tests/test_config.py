@@ -121,7 +121,7 @@ def test_the_sample_config_and_the_demo_train_with_the_default_recipe(tmp_path: 
     root = Path(__file__).resolve().parents[1]
     default = TrainConfig()
     recipe = ("input_norm", "pool", "texture_weight", "augment", "objective", "temperature")
-    recipe += ("cross_scene_weight", "shuffle_buffer")
+    recipe += ("cross_scene_weight", "scene_negatives_weight", "shuffle_buffer")
     sample_yaml = yaml.safe_load((root / "configs/sample.yaml").read_text())["train"]
     demo = sample_config(tmp_path / "sample", tmp_path / "ws")["train"]
     for train in (sample_yaml, demo):

@@ -243,6 +243,60 @@ def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None
         assert not torch.allclose(mixed, plain)
 
 
+def test_scene_conditional_contrast_uses_only_same_scene_negatives() -> None:
+    from antssl.ssl import AugmentConfig, build_model, forward_step
+    from antssl.ssl.augment import Augment
+    from antssl.ssl.objectives import nt_xent_loss, scene_conditional_nt_xent
+
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
+    one = torch.zeros(10, dtype=torch.long)
+    # one scene: every other tile is a negative, the plain NT-Xent
+    torch.testing.assert_close(
+        scene_conditional_nt_xent(z1, z2, one, 0.3), nt_xent_loss(z1, z2, 0.3)
+    )
+    # two scenes: no term across them, so the loss is the scenes' own losses, weighted
+    scene = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1, 0, 1])
+    a, b = scene == 0, scene == 1
+    parts = [scene_conditional_nt_xent(z1[m], z2[m], scene[m], 0.3) for m in (a, b)]
+    torch.testing.assert_close(
+        scene_conditional_nt_xent(z1, z2, scene, 0.3), (parts[0] + parts[1]) / 2
+    )
+    # giving scene 1 a signature (a large common offset) leaves scene 0's terms as they were
+    sig = 5.0 * torch.randn(6, generator=g)
+    s1, s2 = z1.clone(), z2.clone()
+    s1[b] += sig
+    s2[b] += sig
+    torch.testing.assert_close(
+        scene_conditional_nt_xent(s1, s2, scene, 0.3),
+        (parts[0] + scene_conditional_nt_xent(s1[b], s2[b], scene[b], 0.3)) / 2,
+    )
+    # a tile alone in its scene has no negative: left out; only such tiles: 0, with a gradient
+    lone = torch.arange(10)
+    z = z1.clone().requires_grad_(True)
+    out = scene_conditional_nt_xent(z, z2, lone)
+    out.backward()
+    assert float(out) == 0.0 and z.grad is not None
+    # in the training step: by its weight, and only with scene ids
+    cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=0.0)
+    model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
+    aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
+    x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    sc = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def step(**kw: object) -> torch.Tensor:
+        return forward_step(model, loss_fn, aug, x, torch.Generator().manual_seed(1), **kw)[0]
+
+    with torch.no_grad():
+        plain = step()
+        assert torch.equal(step(scene_negatives_weight=0.5), plain)  # no scene ids
+        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
+        cond = scene_conditional_nt_xent(model(v1), model(v2), sc, loss_fn.temperature)
+        mixed = step(scene=sc, scene_negatives_weight=0.25)
+        torch.testing.assert_close(mixed, 0.75 * plain + 0.25 * cond, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(mixed, plain)
+
+
 def test_scene_adversary_reverses_the_gradient_into_the_embedding() -> None:
     from antssl.ssl.adversary import SceneAdversary, grad_reverse
 

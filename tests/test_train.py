@@ -182,3 +182,7 @@ def test_training_batches_mix_scenes_and_carry_each_tiles_scene(s3_workspace: di
     want = cat["scene_id"].value_counts().sort_index().to_numpy()
     assert counts.tolist() == want.tolist()
     assert batches[0]["image"].shape[1:] == (3, 64, 64)
+    # the same column when only the scene-conditional contrast asks for it
+    cond = with_train(s3_workspace, scene_negatives_weight=0.5)
+    ds = pretrain.training_dataset(cat, scenes.load_infos(cond), cond, stats)
+    assert "scene" in next(iter(ds.iter_batches(batch_size=4)))

@@ -157,6 +157,33 @@ def _gather_pair(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
     return a, b
 
 
+def scene_conditional_nt_xent(
+    z1: Tensor, z2: Tensor, scene: Tensor, temperature: float = 0.2
+) -> Tensor:
+    """NT-Xent whose negatives all come from the anchor's own scene (conditional negative
+    sampling, as in Tsai et al., "Conditional Contrastive Learning with Kernel", ICLR 2022):
+    telling one scene from another earns nothing, so the features are not pushed to encode
+    which scene a tile came from, only what tells tiles of one scene apart.
+
+    ``l(k) = -log( exp(s(k, p(k)) / t) / sum_{j != k, scene_j = scene_k} exp(s(k, j) / t) )``
+    over both views of the local tiles (no gather across ranks: an auxiliary term).
+    An anchor whose scene has no other tile in the batch is left out; 0 when none has.
+    """
+    _check_pair(z1, z2)
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    s = torch.cat([scene, scene]).to(z.device)
+    sim = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    keep = (s[:, None] == s[None, :]) & ~eye
+    sim = sim.masked_fill(~keep, float("-inf"))
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    counted = keep.sum(dim=1) > 1  # the positive and at least one same-scene negative
+    if not bool(counted.any()):
+        return z.sum() * 0.0
+    return F.cross_entropy(sim[counted], pos[counted])
+
+
 class SimCLRLoss(nn.Module):
     """SimCLR NT-Xent (Chen et al., ICML 2020) with negatives from every rank.
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.augment import Augment, AugmentConfig
+from antssl.ssl.objectives import scene_conditional_nt_xent
 from antssl.ssl.texture import texture_loss
 
 
@@ -66,6 +67,7 @@ def forward_step(
     cross_scene_weight: float = 0.0,
     adversary: nn.Module | None = None,
     adversary_weight: float = 0.0,
+    scene_negatives_weight: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Two augmented views of ``x`` → ``(loss, z1)``; bf16 autocast when ``x`` is on CUDA.
 
@@ -84,6 +86,10 @@ def forward_step(
     With an ``adversary`` (:class:`~antssl.ssl.adversary.SceneAdversary`), ``adversary_weight``
     > 0 and ``scene`` ids, the loss adds that weight times the adversary's scene
     cross-entropy on both views' embeddings (reversed gradient for the encoder).
+
+    With ``scene_negatives_weight`` w > 0 and ``scene`` ids, the objective becomes
+    ``(1 - w) · loss + w · scene_conditional_nt_xent(z1, z2, scene)``: a share of the
+    contrast is made among tiles of one scene only, where scene identity cannot help.
     """
     v1, v2 = augment.two_views(x, generator)
     amp = x.device.type == "cuda"
@@ -105,6 +111,11 @@ def forward_step(
             nn_idx = cross_scene_neighbours(z1, scene)  # type: ignore[arg-type]
             w = float(cross_scene_weight)
             loss = (1 - w) * loss + w * loss_fn(z1.float()[nn_idx], z2.float())
+        if scene_negatives_weight > 0 and scene is not None:
+            w = float(scene_negatives_weight)
+            t = float(getattr(loss_fn, "temperature", 0.2))
+            cond = scene_conditional_nt_xent(z1.float(), z2.float(), scene, t)
+            loss = (1 - w) * loss + w * cond
     with torch.autocast(x.device.type, enabled=False):
         if texture_weight > 0:
             loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))

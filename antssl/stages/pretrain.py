@@ -246,9 +246,9 @@ def training_dataset(
     cached: bool = False,
 ) -> ray.data.Dataset:
     """The tiles pretraining reads: an ``image`` column (and ``scene``, each tile's scene as
-    an integer, when ``train.cross_scene_weight`` > 0) in an order that mixes scenes in a
-    batch (with the loop's local shuffle buffer, ``train.shuffle_buffer``) rather than
-    walking the catalog scene by scene.
+    an integer, when ``train.cross_scene_weight`` or ``train.scene_negatives_weight`` > 0)
+    in an order that mixes scenes in a batch (with the loop's local shuffle buffer,
+    ``train.shuffle_buffer``) rather than walking the catalog scene by scene.
 
     ``cached``: read the tile cache (:mod:`antssl.cache`): raw pixels and a ``valid``
     column that the loop normalises on its device; whole shards in a seeded random order,
@@ -256,7 +256,7 @@ def training_dataset(
     tasks, held in the object store when ``train.materialize``, its blocks in a random
     order."""
     t = config.train
-    cross = t.cross_scene_weight > 0
+    cross = t.cross_scene_weight > 0 or t.scene_negatives_weight > 0
     if cached:
         scene = None
         if cross:
@@ -452,6 +452,7 @@ def train_loop(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 t.texture_weight,
                 None if scene is None else scene.long(),
                 t.cross_scene_weight,
+                scene_negatives_weight=t.scene_negatives_weight,
             )
             if not torch.isfinite(loss):
                 if rank == 0:

@@ -144,6 +144,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # negatives from the anchor's scene only (conditional contrast)
     "cond50": {**_CHOSEN, "scene_negatives_weight": 0.5},
     "cond100": {**_CHOSEN, "scene_negatives_weight": 1.0},
+    # trained and embedded with every tile seen at 1.5 / 2 times its pixel size
+    "coarse15": {**_CHOSEN, "coarsen": 1.5},
+    "coarse2": {**_CHOSEN, "coarsen": 2.0},
     # a scene classifier behind a gradient reversal (DANN) on the embedding
     "adv03": {**_CHOSEN, "adversary": 0.3},
     "adv1": {**_CHOSEN, "adversary": 1.0},
@@ -243,6 +246,7 @@ def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfi
     over = copy.deepcopy(RECIPES[recipe])
     norm = over.pop("norm", "dataset")
     adversary = float(over.pop("adversary", 0.0))
+    over.pop("coarsen", None)  # read by the loop in run()
     aug = {**base.get("augment", {}), **over.pop("augment", {})}
     cfg = {**base, **over, "augment": aug, "seed": seed, "num_workers": 1}
     if steps:
@@ -380,11 +384,17 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
         for seed in seeds:
             tc, norm, adv = _train_config(recipe, seed, a.steps)
             x_train = _normalise(data["pretrain"], norm, stats)
+            # trained and embedded at cf times the pixel size (bench only)
+            cf = float(RECIPES[recipe].get("coarsen", 0.0))
+            if cf:
+                x_train = _coarsen(x_train, cf)
             t0 = time.perf_counter()
             model = _train(tc, x_train, data["pretrain"]["scene"], adv)
             train_s = time.perf_counter() - t0
             for s, t in sets.items():
                 x_s = _normalise(data[s], norm, stats)[data[s]["label"] >= 0]
+                if cf:
+                    x_s = _coarsen(x_s, cf)
                 z = _embed(model, x_s)
                 for f in [float(v) for v in a.resample.split(",") if v]:
                     # embed-time resampling: every tile seen at f times its pixel size

@@ -37,6 +37,16 @@ TINY_TRAIN: dict = {
 """A model trained in seconds on the sample scenes: for stages that need a checkpoint, not a
 good one (one recipe for every test module, so a change reaches all of them)."""
 
+TINY_PIPELINE: dict = {
+    "train": TINY_TRAIN,
+    "embed": {"chunk_rows": 32, "batch_size": 64, "cpus_per_actor": 0.5},
+    "data": {"read_cpus": 0.5},
+    "cluster": {"k": 3, "batch_size": 128, "max_iter": 30, "num_actors": 1},
+    "index": {"kind": "ivf", "recall_queries": 50},
+}
+"""Config sections of a whole pipeline run in seconds on the sample scenes (a finished
+workspace for the service and portability tests)."""
+
 
 def _free_port() -> int:
     with socket.socket() as s:

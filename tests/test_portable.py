@@ -22,17 +22,11 @@ from antssl.demo import sample_config
 from antssl.reader import BandStats, normalise, read_tiles
 from antssl.search.service import ServiceIndex
 from antssl.stages import cluster, embed, evaluate, index, maps, pretrain, tiles
-from tests.conftest import TINY_TRAIN, s3_sample_config, upload
+from tests.conftest import TINY_PIPELINE, TINY_TRAIN, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-SETTINGS = {
-    "train": TINY_TRAIN,
-    "embed": {"chunk_rows": 32, "batch_size": 64, "cpus_per_actor": 0.5},
-    "data": {"read_cpus": 0.5},
-    "cluster": {"k": 3, "batch_size": 128, "max_iter": 30, "num_actors": 1},
-    "index": {"kind": "ivf", "recall_queries": 50},
-}
+SETTINGS = TINY_PIPELINE
 FAST_EVAL = {"kmeans_k": [2, 4], "baselines": ["intensity_stats", "mean_brightness"]}
 
 

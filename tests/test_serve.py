@@ -23,17 +23,11 @@ from antssl.config import parse_config
 from antssl.search import manifest
 from antssl.stages import PIPELINE, cluster, embed, tiles
 from antssl.stages import index as index_stage
-from tests.conftest import TINY_TRAIN, s3_sample_config, upload
+from tests.conftest import TINY_PIPELINE, s3_sample_config, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-SETTINGS = {
-    "train": TINY_TRAIN,
-    "embed": {"chunk_rows": 32, "batch_size": 64, "cpus_per_actor": 0.5},
-    "data": {"read_cpus": 0.5},
-    "cluster": {"k": 3, "batch_size": 128, "max_iter": 30, "num_actors": 1},
-    "index": {"kind": "ivf", "recall_queries": 50},
-}
+SETTINGS = TINY_PIPELINE
 
 
 def _port() -> int:

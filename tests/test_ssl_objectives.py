@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,7 +220,10 @@ def test_cross_scene_neighbours_pick_the_nearest_tile_of_another_scene() -> None
         cross_scene_neighbours(z, scene[:3])
 
 
-def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None:
+def _tiny_step() -> tuple[Any, torch.Tensor, Any, Any]:
+    """A tiny model and its objective on 8 tiles of 2 scenes: ``(loss_fn, scene, step,
+    views)``; ``step(**kw)`` is forward_step's loss, ``views()`` the two views'
+    projections (the same views every call)."""
     from antssl.ssl import Augment, AugmentConfig, build_model, forward_step
 
     cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=0.0)
@@ -228,15 +232,23 @@ def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None
     x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
     scene = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
 
-    def step(**kw: object) -> torch.Tensor:
+    def step(**kw: Any) -> torch.Tensor:
         return forward_step(model, loss_fn, aug, x, torch.Generator().manual_seed(1), **kw)[0]
 
+    def views() -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
+        return model(v1), model(v2)
+
+    return loss_fn, scene, step, views
+
+
+def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None:
+    loss_fn, scene, step, views = _tiny_step()
     with torch.no_grad():
         plain = step()
         assert torch.equal(step(scene=scene, cross_scene_weight=0.0), plain)
         assert torch.equal(step(cross_scene_weight=0.5), plain)  # no scene ids: no effect
-        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
-        z1, z2 = model(v1), model(v2)
+        z1, z2 = views()
         cross = loss_fn(z1[cross_scene_neighbours(z1, scene)], z2)
         mixed = step(scene=scene, cross_scene_weight=0.25)
         assert torch.allclose(mixed, 0.75 * plain + 0.25 * cross, atol=1e-5)
@@ -244,8 +256,6 @@ def test_forward_step_mixes_in_the_cross_scene_objective_by_its_weight() -> None
 
 
 def test_scene_conditional_contrast_uses_only_same_scene_negatives() -> None:
-    from antssl.ssl import AugmentConfig, build_model, forward_step
-    from antssl.ssl.augment import Augment
     from antssl.ssl.objectives import nt_xent_loss, scene_conditional_nt_xent
 
     g = torch.Generator().manual_seed(3)
@@ -278,20 +288,11 @@ def test_scene_conditional_contrast_uses_only_same_scene_negatives() -> None:
     out.backward()
     assert float(out) == 0.0 and z.grad is not None
     # in the training step: by its weight, and only with scene ids
-    cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=0.0)
-    model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
-    aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
-    x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
-    sc = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-
-    def step(**kw: object) -> torch.Tensor:
-        return forward_step(model, loss_fn, aug, x, torch.Generator().manual_seed(1), **kw)[0]
-
+    loss_fn, sc, step, views = _tiny_step()
     with torch.no_grad():
         plain = step()
         assert torch.equal(step(scene_negatives_weight=0.5), plain)  # no scene ids
-        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(1))
-        cond = scene_conditional_nt_xent(model(v1), model(v2), sc, loss_fn.temperature)
+        cond = scene_conditional_nt_xent(*views(), sc, loss_fn.temperature)
         mixed = step(scene=sc, scene_negatives_weight=0.25)
         torch.testing.assert_close(mixed, 0.75 * plain + 0.25 * cond, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(mixed, plain)

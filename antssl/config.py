@@ -193,6 +193,9 @@ class AugmentSettings(_Section):
         (0.35, 1.0), description="Random resized crop's area range, as a fraction of the tile."
     )
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotate_prob: float = Field(
+        0.0, ge=0, le=1, description="Crop also rotated by U[-45°, 45°] (any orientation)."
+    )
     jitter_prob: float = Field(
         0.0, ge=0, le=1, description="Brightness/contrast jitter (stretch_prob models it per band)."
     )
@@ -238,11 +241,13 @@ class TrainConfig(_Section):
     depth: int = Field(2, ge=1, le=8, description="Residual blocks per stage.")
     embed_dim: int = Field(128, ge=8)
     proj_dim: int = Field(128, ge=8)
-    input_norm: Literal["dataset", "tile"] = Field(
-        "tile",
+    input_norm: Literal["dataset", "tile", "destripe"] = Field(
+        "destripe",
         description="dataset: tiles as normalised by the run's per-band statistics (brightness "
         "and band ratios are features); tile: also standardised per tile and band inside the "
-        "model, for archives whose scenes were contrast-stretched one by one (e.g. MOA).",
+        "model, for archives whose scenes were contrast-stretched one by one (e.g. MOA); "
+        "destripe: detector stripes taken out of each tile first, then standardised per tile "
+        "(a scene's stripes are the same on every surface: not a feature).",
     )
     pool: Literal["avg", "stats"] = Field(
         "stats",

@@ -63,6 +63,7 @@ from antssl.ssl import (
     model_spec,
 )
 from antssl.ssl.adversary import SceneAdversary
+from antssl.ssl.model import TileDestripe
 from antssl.ssl.whiten import fit_whitening
 
 warnings.filterwarnings("ignore")
@@ -106,6 +107,7 @@ _CHOSEN: dict[str, Any] = {  # tile_nuis4_stats_tex, the chosen recipe of the la
     "texture_weight": 4.0,
     "augment": NUIS4,
 }
+_LP1 = {"pixel_sigma": 1.0}  # TileDestripe with a 1 px low-pass after the destriping
 RECIPES: dict[str, dict[str, Any]] = {
     # configs/sample.yaml's train section as it is (dataset norm, jitter off)
     "default": {},
@@ -147,6 +149,26 @@ RECIPES: dict[str, dict[str, Any]] = {
     # trained and embedded with every tile seen at 1.5 / 2 times its pixel size
     "coarse15": {**_CHOSEN, "coarsen": 1.5},
     "coarse2": {**_CHOSEN, "coarsen": 2.0},
+    # the sensor's fingerprint taken out of each tile in the model (input_norm: destripe,
+    # antssl.ssl.model.TileDestripe): detector stripes (the default since the fourth round)
+    "ds_lines": {**_CHOSEN, "input_norm": "destripe"},
+    # ... and pixel noise too (a 1 px Gaussian low-pass), with variants
+    "ds_lp1": {**_CHOSEN, "input_norm": "destripe", "destripe": _LP1},
+    "ds_lp1_notex": {**_CHOSEN, "input_norm": "destripe", "destripe": _LP1, "texture_weight": 0.0},
+    "ds_lp1_l2": {**_CHOSEN, "input_norm": "destripe", "destripe": {**_LP1, "line_sigma": 2.0}},
+    # ... and any orientation (crops rotated), and a wider range of crop scales
+    "ds_lp1_rot": {
+        **_CHOSEN,
+        "input_norm": "destripe",
+        "destripe": _LP1,
+        "augment": {**NUIS4, "rotate_prob": 0.8},
+    },
+    "ds_lp1_rot_zoom": {
+        **_CHOSEN,
+        "input_norm": "destripe",
+        "destripe": _LP1,
+        "augment": {**NUIS4, "rotate_prob": 0.8, "crop_scale": (0.15, 1.0)},
+    },
     # a scene classifier behind a gradient reversal (DANN) on the embedding
     "adv03": {**_CHOSEN, "adversary": 0.3},
     "adv1": {**_CHOSEN, "adversary": 1.0},
@@ -247,6 +269,7 @@ def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfi
     norm = over.pop("norm", "dataset")
     adversary = float(over.pop("adversary", 0.0))
     over.pop("coarsen", None)  # read by the loop in run()
+    over.pop("destripe", None)  # read by _train
     aug = {**base.get("augment", {}), **over.pop("augment", {})}
     cfg = {**base, **over, "augment": aug, "seed": seed, "num_workers": 1}
     if steps:
@@ -256,11 +279,17 @@ def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfi
 
 
 def _train(
-    t: TrainConfig, x: np.ndarray, scene: np.ndarray, adversary_weight: float = 0.0
+    t: TrainConfig,
+    x: np.ndarray,
+    scene: np.ndarray,
+    adversary_weight: float = 0.0,
+    destripe: dict[str, float] | None = None,
 ) -> torch.nn.Module:
     """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step."""
     torch.manual_seed(t.seed)
     model = build_model(t, x.shape[1])
+    if destripe:  # bench only: the destripe input stage with other widths
+        model.prep = TileDestripe(**destripe)
     loss_fn, aug = build_objective(t), Augment(augment_config(t))
     adversary = None
     params = list(model.parameters())
@@ -389,7 +418,8 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
             if cf:
                 x_train = _coarsen(x_train, cf)
             t0 = time.perf_counter()
-            model = _train(tc, x_train, data["pretrain"]["scene"], adv)
+            ds = RECIPES[recipe].get("destripe")
+            model = _train(tc, x_train, data["pretrain"]["scene"], adv, ds)
             train_s = time.perf_counter() - t0
             for s, t in sets.items():
                 x_s = _normalise(data[s], norm, stats)[data[s]["label"] >= 0]
@@ -416,7 +446,7 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 def summary(rows: list[dict[str, Any]]) -> str:
     """Per method: mean ± std over seeds of each metric, val and test side by side; the
-    recipe selected on val (best mean of P@10 and NMI among those at most 2x chance)."""
+    recipe selected on val (the rule below)."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["method"], r["split"]), []).append(r)
@@ -438,17 +468,24 @@ def summary(rows: list[dict[str, Any]]) -> str:
         cells = [cell(m, s, k) for s in ("val", "test") for k in ("p10", "nmi", "same")]
         lines.append(f"| {m} | {n} | " + " | ".join(cells) + f" | {cell(m, 'test', 'chance')} |")
 
-    def val_score(m: str) -> tuple[bool, float]:
-        v = by.get((m, "val"), [])
-        ok = bool(v) and all(r["same"] <= 2 * r["chance"] for r in v)
-        return ok, float(np.mean([(r["p10"] + r["nmi"]) / 2 for r in v])) if v else -1.0
+    def val(m: str, key: str) -> list[float]:
+        return [r[key] for r in by.get((m, "val"), [])]
 
-    learned = [m for m in methods if "+" in m]
+    # Selected on val (since the fourth round, bench/RESULTS.md §5b): among the recipes whose
+    # P@10 balanced (analogues found in other scenes: what the service is for) is within one
+    # seed std (at least 0.01) of the best, the one with the lowest same-scene rate@10.
+    learned = [m for m in methods if "+" in m and val(m, "p10")]
     if learned:
-        best = max(learned, key=val_score)
-        ok, score = val_score(best)
-        note = "" if ok else "; no method is at most 2x chance on val: best score regardless"
-        lines += ["", f"selected on val (mean of P@10 bal. and NMI): {best} ({score:.3f}{note})"]
+        top = max(learned, key=lambda m: float(np.mean(val(m, "p10"))))
+        floor = float(np.mean(val(top, "p10"))) - max(float(np.std(val(top, "p10"))), 0.01)
+        near = [m for m in learned if float(np.mean(val(m, "p10"))) >= floor]
+        best = min(near, key=lambda m: float(np.mean(val(m, "same"))))
+        lines += [
+            "",
+            f"selected on val (lowest same-scene rate@10 among P@10 balanced >= {floor:.3f}): "
+            f"{best} (P@10 {np.mean(val(best, 'p10')):.3f}, NMI {np.mean(val(best, 'nmi')):.3f}, "
+            f"same {np.mean(val(best, 'same')):.3f})",
+        ]
     return "\n".join(lines) + "\n"
 
 

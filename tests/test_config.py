@@ -128,5 +128,5 @@ def test_the_sample_config_and_the_demo_train_with_the_default_recipe(tmp_path: 
         parsed = TrainConfig(**train)
         assert {k: getattr(parsed, k) for k in recipe} == {k: getattr(default, k) for k in recipe}
     # the default is the recipe chosen in bench/RESULTS.md 5b
-    assert (default.input_norm, default.pool, default.texture_weight) == ("tile", "stats", 4.0)
+    assert (default.input_norm, default.pool, default.texture_weight) == ("destripe", "stats", 4.0)
     assert default.augment.stretch_prob > 0 and default.augment.resolution_max == 4.0

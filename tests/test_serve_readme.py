@@ -42,6 +42,15 @@ def test_serve_fits_this_machine_with_the_defaults(demo_service) -> None:
     assert f"antssl service on {demo_service['url']}" in text
     ready = httpx.get(f"{demo_service['url']}/readyz").json()
     assert ready["status"] == "ready" and ready["tiles"] > 0
+    # quiet by default: the plan once, and none of Ray Serve's INFO lines (controller, proxy,
+    # replicas: "Deploying new version …", "Adding 1 replica …") on the console
+    assert len(re.findall(r"antssl serve: [\d.]+ CPUs", text)) == 1, text
+    serve_info = [
+        line
+        for line in text.splitlines()
+        if re.search(r"\((ServeController|ProxyActor|ServeReplica)\S* pid=\d+\)\s+INFO", line)
+    ]
+    assert not serve_info, serve_info
 
 
 def test_readme_service_examples_run_on_the_demo_data(demo_service) -> None:

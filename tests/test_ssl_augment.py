@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from antssl.errors import ConfigError
 from antssl.ssl import Augment, AugmentConfig, two_views
@@ -306,3 +307,34 @@ def test_invalid_nuisance_settings_are_refused() -> None:
     ]:
         with pytest.raises(ConfigError, match=key):
             AugmentConfig(**kwargs)
+
+
+def test_rotated_crops_turn_the_tile_inside_it_and_draw_nothing_when_off() -> None:
+    ramp = torch.arange(32.0).expand(64, 1, 32, 32).contiguous()  # value = column
+    whole = {"crop_prob": 1.0, "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)}
+    out = only(**whole, rotate_prob=1.0)(ramp, 0)
+    # the ramp's direction in each view: the slope along rows and along columns
+    d_row = (out[:, 0, 1:, :] - out[:, 0, :-1, :]).mean(dim=(1, 2))
+    d_col = (out[:, 0, :, 1:] - out[:, 0, :, :-1]).mean(dim=(1, 2))
+    angle = torch.rad2deg(torch.atan2(d_row, d_col))
+    assert angle.abs().max() <= 45.5 and angle.abs().max() > 30  # any angle in +-45°
+    assert (angle > 5).any() and (angle < -5).any()
+    # shrunk to fit: the view's samples all lie inside the tile (no edge pixels repeated)
+    assert (out >= 0).all() and (out <= 31).all()
+    # a sample outside the tile would read the clamped edge value (0 or 31): hardly any do
+    clamped = ((out < 1e-3) | (out > 31 - 1e-3)).float().mean()
+    assert clamped < 0.01
+    unfitted = F.grid_sample(  # the same turn without the shrinking clamps a corner's worth
+        ramp[:1], F.affine_grid(torch.tensor([[[0.7071, -0.7071, 0.0], [0.7071, 0.7071, 0.0]]]),
+                                [1, 1, 32, 32], align_corners=False),
+        padding_mode="border", align_corners=False,
+    )  # fmt: skip
+    assert ((unfitted < 1e-3) | (unfitted > 31 - 1e-3)).float().mean() > 0.1
+    # off: the same views and random draws as before the option existed
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    x = tiles()
+    a = only(crop_prob=1.0)(x, g1)
+    b = only(crop_prob=1.0, rotate_prob=0.0)(x, g2)
+    assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ConfigError, match="rotate_prob"):
+        only(rotate_prob=1.5)

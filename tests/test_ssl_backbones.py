@@ -132,9 +132,9 @@ def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
         plain = build_model(TrainConfig(width=8, depth=1, embed_dim=16, **PLAIN), 2).eval()
         assert not torch.allclose(plain.embed(x), plain.embed(stretched), atol=1e-2)
     # a dataset-norm spec carries no input_norm key (older checkpoints stay valid); the
-    # default (tile) is written out
+    # default (destripe) is written out
     assert "input_norm" not in model_spec(TrainConfig(**PLAIN), 2)
-    assert model_spec(TrainConfig(), 2)["input_norm"] == "tile"
+    assert model_spec(TrainConfig(), 2)["input_norm"] == "destripe"
     with pytest.raises(ConfigError, match="input_norm 'scene'"):
         build_model_from_spec({**spec, "input_norm": "scene"})
 
@@ -182,3 +182,58 @@ def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> No
         build_model_from_spec({**spec, "pool": "max"})
     assert "pool" not in model_spec(TrainConfig(**PLAIN), 2)  # avg stays implicit (old specs)
     assert model_spec(TrainConfig(), 2)["pool"] == "stats"  # the default is written out
+
+
+def _striped(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tiles of smooth structure (an edge and a ramp), and the same with a sensor's stripes
+    (an offset per row, per band) and detector gains repeating every 8 columns."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, s = 4, 2, 48
+    r = torch.arange(s, dtype=torch.float32).view(s, 1)
+    col = torch.arange(s, dtype=torch.float32).view(1, s)
+    angle = torch.rand(n, 1, 1, 1, generator=g) * 3.14
+    dist = (col - s / 2) * torch.cos(angle) + (r - s / 2) * torch.sin(angle)
+    clean = torch.sigmoid(dist / 2.0).expand(n, c, s, s) + 0.02 * r / s
+    rows = 0.05 * torch.randn(n, c, s, 1, generator=g)
+    detectors = 1 + 0.03 * torch.randn(n, c, 1, 8, generator=g).repeat(1, 1, 1, s // 8)
+    return clean.contiguous(), clean * detectors + rows
+
+
+def test_destripe_input_norm_takes_stripes_out_and_keeps_structure() -> None:
+    from antssl.ssl.model import TileDestripe, TileStandardize
+
+    clean, striped = _striped()
+    destripe, standardize = TileDestripe(), TileStandardize()
+    out = destripe(striped)
+    # each tile and band standardised
+    torch.testing.assert_close(out.mean(dim=(-2, -1)), torch.zeros(4, 2), atol=1e-5, rtol=0)
+    std = out.std(dim=(-2, -1), unbiased=False)
+    torch.testing.assert_close(std, torch.ones(4, 2), atol=1e-2, rtol=0)  # eps 1e-3 in std
+    # the stripes are (nearly) gone: the striped tile comes out as the clean one does, where
+    # plain standardisation keeps them
+    err_destripe = (out - destripe(clean)).pow(2).mean()
+    err_standard = (standardize(striped) - standardize(clean)).pow(2).mean()
+    assert err_destripe < 0.2 * err_standard  # ~10x less here
+    # the edge stays: the output of the clean tile is the standardised tile, lightly blurred
+    corr = torch.corrcoef(torch.stack([destripe(clean).ravel(), standardize(clean).ravel()]))
+    assert corr[0, 1] > 0.97
+    # parameter-free, any tile size, and a per-band stretch does not change it
+    assert not list(destripe.parameters()) and destripe.state_dict() == {}
+    assert destripe(torch.randn(2, 3, 5, 7)).shape == (2, 3, 5, 7)
+    torch.testing.assert_close(destripe(striped * 3.0 - 1.0), out, atol=5e-3, rtol=0)
+
+
+def test_destripe_model_spec_round_trips_and_embeds_striped_tiles_alike() -> None:
+    cfg = TrainConfig(width=8, depth=1, embed_dim=16, input_norm="destripe", pool="stats")
+    spec = json.loads(json.dumps(model_spec(cfg, 2)))
+    assert spec["input_norm"] == "destripe"
+    model, again = build_model_from_spec(spec).eval(), build_model_from_spec(spec).eval()
+    again.load_state_dict(model.state_dict())  # no buffers of its own in the checkpoint
+    clean, striped = _striped(1)
+    with torch.no_grad():
+        torch.testing.assert_close(again.embed(striped), model.embed(striped))
+        d_destripe = (model.embed(striped) - model.embed(clean)).norm(dim=1)
+        tile = build_model_from_spec({**spec, "input_norm": "tile"}).eval()
+        tile.load_state_dict(model.state_dict())
+        d_tile = (tile.embed(striped) - tile.embed(clean)).norm(dim=1)
+    assert (d_destripe < 0.5 * d_tile).all()

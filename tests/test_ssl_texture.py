@@ -77,8 +77,10 @@ def test_loss_is_mse_to_batch_standardised_targets_and_zero_at_them() -> None:
     torch.testing.assert_close(pred.grad, -2 * z / z.numel())
 
 
-def test_forward_step_adds_the_weighted_texture_term_and_trains_the_head() -> None:
+@pytest.mark.parametrize("input_norm", ["tile", "destripe"])
+def test_forward_step_adds_the_weighted_texture_term_and_trains_the_head(input_norm: str) -> None:
     train = {"width": 8, "depth": 1, "embed_dim": 16, "proj_dim": 8, "texture_weight": 2.0}
+    train["input_norm"] = input_norm
     cfg = parse_config({"train": train}).train
     torch.manual_seed(0)
     model = build_model(cfg, 2)
@@ -89,8 +91,13 @@ def test_forward_step_adds_the_weighted_texture_term_and_trains_the_head() -> No
     # the same two views by hand: seed 7 draws them again
     v1, v2 = augment.two_views(x, 7)
     (z1, p1), (z2, p2) = model(v1, texture=True), model(v2, texture=True)
-    want = loss_fn(z1, z2) + 2.0 * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
+    # the targets are the statistics of the views as the encoder sees them (its input stage)
+    seen = model.prep(torch.cat([v1, v2]))
+    want = loss_fn(z1, z2) + 2.0 * texture_loss(torch.cat([p1, p2]), seen)
     assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
+    if input_norm == "destripe":  # not those of the raw views, stripes and noise included
+        raw = loss_fn(z1, z2) + 2.0 * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
+        assert float(raw) != pytest.approx(float(want), rel=1e-3)
     plain, _ = forward_step(model, loss_fn, augment, x, 7)  # weight 0: the objective alone
     assert float(plain) == pytest.approx(float(loss_fn(z1, z2)), rel=1e-5)
     loss.backward()

@@ -754,15 +754,26 @@ def _shard_count(config: Config) -> int:
     return len(manifest["shards"]) if manifest and manifest.get("kind") == "ivfpq" else 0
 
 
-def build_app(args: ServeArgs | dict[str, Any]) -> Any:
-    """The bound Serve application (``serve run antssl.serve.app:build_app config=…``)."""
+def _serve_log_level() -> str:
+    """Ray Serve's own level on the console: its controller, proxy and replica lines
+    ("Deploying new version", "Adding 1 replica", "Started …") stay in its log files
+    (``/tmp/ray/session_latest/logs/serve/``) unless ``antssl -v``."""
+    from antssl.runtime import verbose
+
+    return "INFO" if verbose() else "WARNING"
+
+
+def build_app(args: ServeArgs | dict[str, Any], announce: bool = True) -> Any:
+    """The bound Serve application (``serve run antssl.serve.app:build_app config=…``);
+    ``announce``: log the resource plan (``antssl serve`` logs it once itself)."""
     args, s, p = plan_for(args)
-    log.info("antssl serve: %s", p.describe())
+    if announce:
+        log.info("antssl serve: %s", p.describe())
     tokens = {
         "read": os.environ.get(s.auth_token_env) or None,
         "admin": os.environ.get(s.admin_token_env) or None,
     }
-    logging_config = {"enable_access_log": s.access_log}
+    logging_config = {"enable_access_log": s.access_log, "log_level": _serve_log_level()}
     embedder = Embedder.options(
         ray_actor_options={"num_cpus": p.embedder_cpus, "num_gpus": p.num_gpus},
         logging_config=logging_config,
@@ -810,7 +821,8 @@ def run_service(
     args, s, p = plan_for(serve_args)
     log.info("antssl serve: %s on %s:%s", p.describe(), s.host, s.port)
     serve.start(
-        http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s}
+        http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s},
+        logging_config={"log_level": _serve_log_level(), "enable_access_log": s.access_log},
     )
 
     def _stop(*_: Any) -> None:
@@ -818,7 +830,8 @@ def run_service(
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve._run(build_app(args), name="antssl", route_prefix="/", _blocking=False)
+        app = build_app(args, announce=False)
+        serve._run(app, name="antssl", route_prefix="/", _blocking=False)
         _wait_running("antssl", ready_timeout_s)
         if on_ready is not None:
             on_ready(f"http://{s.host}:{s.port}")

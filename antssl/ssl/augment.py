@@ -50,6 +50,11 @@ class AugmentConfig:
         crop_prob: probability of a random resized crop.
         crop_scale: range of the crop's area as a fraction of the tile's.
         crop_ratio: range of the crop's aspect ratio (width / height), sampled log-uniformly.
+        rotate_prob: probability that the crop is also rotated by an angle drawn from
+            U[-45°, 45°] (with the dihedral group: any orientation); the rotated crop is shrunk
+            until it lies inside the tile, so no pixel is invented. A surface's orientation
+            (crevasses along the ice front, sastrugi along the wind) is the scene's, not the
+            surface type's.
         jitter_prob: probability of brightness/contrast jitter.
         brightness: additive offset drawn from U[-brightness, brightness] (in std units).
         contrast: factor drawn from U[1 - contrast, 1 + contrast] about the tile's band mean.
@@ -88,6 +93,7 @@ class AugmentConfig:
     crop_prob: float = 1.0
     crop_scale: tuple[float, float] = (0.35, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotate_prob: float = 0.0
     jitter_prob: float = 0.0
     brightness: float = 0.4
     contrast: float = 0.4
@@ -112,7 +118,8 @@ class AugmentConfig:
     stripe_std: float = 0.1
 
     def __post_init__(self) -> None:
-        probs = ("crop_prob", "jitter_prob", "blur_prob", "noise_prob", "band_drop_prob")
+        probs = ("crop_prob", "rotate_prob", "jitter_prob", "blur_prob", "noise_prob")
+        probs += ("band_drop_prob",)
         probs += ("resolution_prob", "haze_prob", "gradient_prob", "stretch_prob", "stripe_prob")
         for name in probs:
             p = getattr(self, name)
@@ -186,17 +193,29 @@ def _dihedral(x: Tensor, rng: _Rng) -> Tensor:
 
 
 def _resized_crop(x: Tensor, rng: _Rng, cfg: AugmentConfig) -> Tensor:
-    """Per-sample crop inside the tile, resampled (bilinear) back to H x W."""
+    """Per-sample crop inside the tile (rotated with ``rotate_prob``), resampled (bilinear)
+    back to H x W."""
     b = x.shape[0]
     area = rng.uniform((b,), *cfg.crop_scale)
     log_r = rng.uniform((b,), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
     ratio = torch.exp(log_r)
     sx = torch.sqrt(area * ratio).clamp(max=1.0)  # half-extent in [-1, 1] coordinates
     sy = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (rng.uniform((b,)) * 2 - 1) * (1 - sx)
-    cy = (rng.uniform((b,)) * 2 - 1) * (1 - sy)
-    zero = torch.zeros_like(sx)
-    theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)
+    ux, uy = rng.uniform((b,)), rng.uniform((b,))
+    cos, sin = torch.ones_like(sx), torch.zeros_like(sx)
+    ex, ey = sx, sy  # half-extents of the (rotated) crop's bounding box
+    if cfg.rotate_prob > 0:  # draws nothing when off, so older seeds give the same views
+        angle = rng.uniform((b,), -math.pi / 4, math.pi / 4) * rng.bernoulli(b, cfg.rotate_prob)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        ex = sx * cos.abs() + sy * sin.abs()
+        ey = sx * sin.abs() + sy * cos.abs()
+        fit = 1.0 / torch.maximum(ex, ey).clamp(min=1.0)
+        sx, sy, ex, ey = sx * fit, sy * fit, ex * fit, ey * fit
+    cx = (ux * 2 - 1) * (1 - ex)
+    cy = (uy * 2 - 1) * (1 - ey)
+    theta = torch.stack(
+        [torch.stack([sx * cos, -sy * sin, cx], 1), torch.stack([sx * sin, sy * cos, cy], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     apply = rng.bernoulli(b, cfg.crop_prob).view(b, 1, 1, 1)

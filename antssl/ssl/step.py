@@ -118,7 +118,10 @@ def forward_step(
             loss = (1 - w) * loss + w * cond
     with torch.autocast(x.device.type, enabled=False):
         if texture_weight > 0:
-            loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), torch.cat([v1, v2]))
+            # the statistics of the views as the encoder sees them (after its input stage)
+            prep = getattr(getattr(model, "module", model), "prep", None) or nn.Identity()
+            seen = prep(torch.cat([v1, v2]).float())
+            loss = loss + texture_weight * texture_loss(torch.cat([p1, p2]), seen)
         if adv:
             scenes = torch.cat([scene, scene])  # type: ignore[list-item]
             loss = loss + adversary_weight * adversary(h.float(), scenes)  # type: ignore[misc]

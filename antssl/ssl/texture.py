@@ -10,7 +10,9 @@ anisotropy and sharpness of edges (crevasses, rifts, pressure ridges) — where 
 discrimination on a few thousand tiles also learns each tile's layout.
 
 Per band and per scale s ∈ {1, 2, 4} px (average-pooled), on the tile standardised to
-mean 0 and std 1 (so brightness and contrast do not matter):
+mean 0 and std 1 (so brightness and contrast do not matter); training computes them on
+each view as the encoder sees it, after the model's input stage (``train.input_norm``:
+with ``destripe`` the sensor's stripes are not part of the target):
 
 - log mean and log std of the gradient magnitude (central differences);
 - coherence of the structure tensor, ``sqrt((Jxx - Jyy)² + 4 Jxy²) / (Jxx + Jyy)``

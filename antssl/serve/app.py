@@ -820,6 +820,8 @@ def run_service(
     ensure_ray(config)
     args, s, p = plan_for(serve_args)
     log.info("antssl serve: %s on %s:%s", p.describe(), s.host, s.port)
+    # this process's own Ray Serve lines ("Started Serve in namespace …") too
+    logging.getLogger("ray.serve").setLevel(_serve_log_level())
     serve.start(
         http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s},
         logging_config={"log_level": _serve_log_level(), "enable_access_log": s.access_log},

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from antssl.errors import ConfigError
 
@@ -634,7 +641,9 @@ class ServeConfig(_Section):
 class Config(_Section):
     """The whole antssl configuration."""
 
-    workspace: str = Field("file://./workspace", description="URI root of every output.")
+    workspace: str = Field(
+        "file://./workspace", description="URI root of every output.", validate_default=True
+    )
     storage: StorageConfig = StorageConfig()
     scenes: ScenesConfig = ScenesConfig()
     mask: MaskConfig = MaskConfig()
@@ -647,6 +656,18 @@ class Config(_Section):
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute_workspace(cls, v: str) -> str:
+        """A local workspace as an absolute ``file://`` URI, resolved against the working
+        directory of the process that reads the config (the driver). Ray Train runs its
+        workers in their own directories, where a relative path would name another place."""
+        if v.startswith("file://"):
+            v = v[len("file://") :]
+        elif "://" in v:
+            return v  # s3:// (an unsupported scheme is refused where it is opened)
+        return "file://" + str(Path(v).expanduser().absolute())
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""
@@ -734,7 +755,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """Load a YAML config file (or the defaults when ``path`` is None).
 
     ``overrides`` is a nested mapping merged over the file (used by the CLI).
-    Relative ``file://`` or plain paths in the file stay relative to the working directory.
+    Relative ``file://`` or plain paths are relative to the working directory; the workspace
+    is made absolute here (Ray Train's workers run elsewhere).
     """
     data: dict[str, Any] = {}
     source = "<defaults>"

@@ -38,12 +38,16 @@ FAST = {
 }
 
 
-def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
+def test_pipeline_then_scale_out(tmp_path: Path, capsys, monkeypatch) -> None:
     from antssl.sample import write_sample_data
 
     data = write_sample_data(tmp_path / "sample", n_scenes=2, size=384)
     cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump({**sample_config(data.root, tmp_path / "ws"), **FAST}))
+    # a workspace relative to where the command runs, as configs/moa.yaml has it: Ray
+    # Train's workers run in their own directories and must still write it here
+    monkeypatch.chdir(tmp_path)
+    relative = {**sample_config(data.root, tmp_path / "ws"), "workspace": "ws", **FAST}
+    cfg_path.write_text(yaml.safe_dump(relative))
     assert main(["pipeline", "--config", str(cfg_path)]) == 0
     out = "".join(capsys.readouterr())  # the summary on stdout, progress (logging) on stderr
     assert "pipeline: done" in out and "embeddings.zarr" in out
@@ -62,6 +66,8 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys) -> None:
         "maps/clusters.json",
     ):
         assert (ws / name).exists(), name
+    latest = json.loads((ws / "checkpoints/latest.json").read_text())
+    assert (ws / latest["checkpoint"] / "meta.json").exists()  # the checkpoint itself
     cfg = load_config(cfg_path)
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels = group["cluster"][:]

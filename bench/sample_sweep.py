@@ -489,6 +489,11 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """The JSON lines a run appended with ``--json``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default="default,tile_nuis", help=f"of {', '.join(RECIPES)}")
@@ -506,8 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary", help="only print the summary of this JSON-lines file")
     a = ap.parse_args(argv)
     if a.summary:
-        rows = [json.loads(line) for line in Path(a.summary).read_text().splitlines() if line]
-        print(summary(rows), end="")
+        print(summary(read_rows(a.summary)), end="")
         return 0
     unknown = [r for r in a.recipes.split(",") if r and r not in RECIPES]
     if unknown:

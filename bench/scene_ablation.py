@@ -12,8 +12,8 @@ sizes, crevasse spacing, wind and sun directions differ scene by scene in the ge
 as in nature). ``label_oracle`` (one-hot labels, ties at random) is the floor the surface
 mix allows.
 
-    .venv/bin/python bench/scene_ablation.py --recipes tile_nuis4_stats_tex,ds --seeds 0,1,2 \\
-        --json runs/ablation.jsonl
+    .venv/bin/python bench/scene_ablation.py --recipes tile_nuis4_stats_tex,ds_lines \\
+        --seeds 0,1,2 --json runs/ablation.jsonl
     .venv/bin/python bench/scene_ablation.py --summary runs/ablation.jsonl
 
 Bench only: the nuisances are switched off by wrapping the generator's private
@@ -140,7 +140,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--recipes", default="tile_nuis4_stats_tex,ds", help="bench/sample_sweep.py's")
+    ap.add_argument(
+        "--recipes", default="tile_nuis4_stats_tex,ds_lines", help="bench/sample_sweep.py's"
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=None, help="override train.steps")
     ap.add_argument("--ablations", default=",".join(ABLATIONS), help=f"of {', '.join(ABLATIONS)}")
@@ -150,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary", help="only print the summary of this JSON-lines file")
     a = ap.parse_args(argv)
     if a.summary:
-        rows = [json.loads(line) for line in Path(a.summary).read_text().splitlines() if line]
-        print(summary(rows), end="")
+        print(summary(sweep.read_rows(a.summary)), end="")
         return 0
     bad = [k for k in a.ablations.split(",") if k not in ABLATIONS]
     bad += [r for r in a.recipes.split(",") if r not in sweep.RECIPES]

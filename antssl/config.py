@@ -663,11 +663,11 @@ class Config(_Section):
         """A local workspace as an absolute ``file://`` URI, resolved against the working
         directory of the process that reads the config (the driver). Ray Train runs its
         workers in their own directories, where a relative path would name another place."""
-        if v.startswith("file://"):
-            v = v[len("file://") :]
-        elif "://" in v:
+        if "://" in v and not v.startswith("file://"):
             return v  # s3:// (an unsupported scheme is refused where it is opened)
-        return "file://" + str(Path(v).expanduser().absolute())
+        from antssl.storage import normalize_uri  # storage imports this module
+
+        return normalize_uri(v)
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

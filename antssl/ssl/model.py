@@ -52,13 +52,6 @@ OPTIONAL_SPEC_KEYS: dict[str, Any] = {
 differs from the default, so specs (and checkpoints) written before the key existed load
 unchanged."""
 
-INPUT_NORMS: tuple[str, ...] = ("dataset", "tile", "destripe")
-"""How the model sees a tile: ``dataset``: as normalised by the run's per-band statistics
-(absolute brightness and band ratios are features); ``tile``: additionally standardised
-per tile and band inside the model (mean 0, std 1), so a scene's own contrast stretch or
-illumination cannot be learned as a feature, only structure can; ``destripe``: detector
-striping taken out first (:class:`TileDestripe`), then standardised per tile."""
-
 
 def _gaussian(sigma: float) -> Tensor:
     r = max(1, int(3 * sigma + 0.5))
@@ -137,6 +130,14 @@ PREPS: dict[str, type[nn.Module]] = {
     "tile": TileStandardize,
     "destripe": TileDestripe,
 }
+"""The model's input stage for each ``input_norm``."""
+
+INPUT_NORMS: tuple[str, ...] = tuple(PREPS)
+"""How the model sees a tile: ``dataset``: as normalised by the run's per-band statistics
+(absolute brightness and band ratios are features); ``tile``: additionally standardised
+per tile and band inside the model (mean 0, std 1), so a scene's own contrast stretch or
+illumination cannot be learned as a feature, only structure can; ``destripe``: detector
+striping taken out first (:class:`TileDestripe`), then standardised per tile."""
 
 
 class SSLModel(nn.Module):

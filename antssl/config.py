@@ -663,11 +663,12 @@ class Config(_Section):
         """A local workspace as an absolute ``file://`` URI, resolved against the working
         directory of the process that reads the config (the driver). Ray Train runs its
         workers in their own directories, where a relative path would name another place."""
-        if "://" in v and not v.startswith("file://"):
+        # as storage.normalize_uri does for local paths (storage imports this module)
+        if v.startswith("file://"):
+            v = v[len("file://") :]
+        elif "://" in v:
             return v  # s3:// (an unsupported scheme is refused where it is opened)
-        from antssl.storage import normalize_uri  # storage imports this module
-
-        return normalize_uri(v)
+        return "file://" + str(Path(v).expanduser().absolute())
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

@@ -51,7 +51,8 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
             "lr": 0.002,
             # The recipe is the default (antssl/config.py), chosen to learn surface rather
             # than scene on the sample archive (its scenes differ by gain/gamma,
-            # illumination, haze, striping and pixel size): per-tile standardisation, a
+            # illumination, haze, striping and pixel size): detector stripes taken out of
+            # each tile and per-tile standardisation (input_norm: destripe), a
             # texture-statistics pool, the texture target, and augmentations that model
             # those nuisances (bench/sample_sweep.py, bench/RESULTS.md §5b).
         },

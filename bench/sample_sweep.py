@@ -37,6 +37,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ _CHOSEN: dict[str, Any] = {  # tile_nuis4_stats_tex, the chosen recipe of the la
     "augment": NUIS4,
 }
 _LP1 = {"pixel_sigma": 1.0}  # TileDestripe with a 1 px low-pass after the destriping
+DEFAULT = "ds_lines+raw"
+"""The config default's recipe and post-hoc step (train.input_norm: destripe, raw rows)."""
 RECIPES: dict[str, dict[str, Any]] = {
     # configs/sample.yaml's train section as it is (dataset norm, jitter off)
     "default": {},
@@ -152,6 +155,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the sensor's fingerprint taken out of each tile in the model (input_norm: destripe,
     # antssl.ssl.model.TileDestripe): detector stripes (the default since the fourth round)
     "ds_lines": {**_CHOSEN, "input_norm": "destripe"},
+    # ... its optimiser and objective settings at the demo's budget (fifth round)
+    "ds_lr1": {**_CHOSEN, "input_norm": "destripe", "lr": 0.001},
+    "ds_lr4": {**_CHOSEN, "input_norm": "destripe", "lr": 0.004},
+    "ds_t01": {**_CHOSEN, "input_norm": "destripe", "temperature": 0.1},
+    "ds_t05": {**_CHOSEN, "input_norm": "destripe", "temperature": 0.5},
+    "ds_tex1": {**_CHOSEN, "input_norm": "destripe", "texture_weight": 1.0},
+    "ds_tex16": {**_CHOSEN, "input_norm": "destripe", "texture_weight": 16.0},
+    "ds_vicreg": {**_CHOSEN, "input_norm": "destripe", "objective": "vicreg"},
     # ... and pixel noise too (a 1 px Gaussian low-pass), with variants
     "ds_lp1": {**_CHOSEN, "input_norm": "destripe", "destripe": _LP1},
     "ds_lp1_notex": {**_CHOSEN, "input_norm": "destripe", "destripe": _LP1, "texture_weight": 0.0},
@@ -174,11 +185,34 @@ RECIPES: dict[str, dict[str, Any]] = {
     "adv1": {**_CHOSEN, "adversary": 1.0},
     "adv3": {**_CHOSEN, "adversary": 3.0},
 }
-POSTS: dict[str, dict[str, Any] | None] = {
+
+
+def _zscore_by(z: np.ndarray, scene: np.ndarray) -> np.ndarray:
+    """Every column standardised within each scene (per-scene mean 0, std 1)."""
+    out = np.empty_like(z, dtype=np.float32)
+    for s in np.unique(scene):
+        rows = scene == s
+        out[rows] = zscore(z[rows])
+    return out
+
+
+def _pca(z: np.ndarray, k: int) -> np.ndarray:
+    """The k leading principal components (centred, not whitened)."""
+    c = z.astype(np.float64) - z.mean(axis=0)
+    return (c @ np.linalg.svd(c, full_matrices=False)[2][:k].T).astype(np.float32)
+
+
+# fit_whitening keyword arguments, or a function (embeddings, scene ids) -> features
+POSTS: dict[str, dict[str, Any] | Callable[[np.ndarray, np.ndarray], np.ndarray] | None] = {
     "raw": None,
     "scene_center": {"center": "scene", "whiten": False},
     "white": {"center": "global", "whiten": True, "shrink": 0.1},
+    "white1": {"center": "global", "whiten": True, "shrink": 1.0},
     "nap2": {"center": "global", "nuisance_dims": 2, "whiten": False},
+    "zscore": lambda z, s: zscore(z),  # every column standardised over all rows
+    "scene_zscore": _zscore_by,  # ... within each scene (AdaBN-like)
+    "pca16": lambda z, s: _pca(z, 16),
+    "pca32": lambda z, s: _pca(z, 32),
 }
 
 
@@ -433,7 +467,12 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
                            "seed": seed, "split": s, "train_s": round(train_s, 1), **r}  # fmt: skip
                     _emit(rows, a.json, row)
                 for post, kw in ((p, POSTS[p]) for p in a.posts.split(",")):
-                    f = z if kw is None else fit_whitening(z, t.scene_id, **kw).apply(z, t.scene_id)
+                    if kw is None:
+                        f = z
+                    elif callable(kw):
+                        f = kw(z, t.scene_id)
+                    else:
+                        f = fit_whitening(z, t.scene_id, **kw).apply(z, t.scene_id)
                     r = _score(recipe, f, t)
                     row = {"method": f"{recipe}+{post}", "recipe": recipe, "post": post,
                            "seed": seed, "split": s, "train_s": round(train_s, 1), **r}  # fmt: skip
@@ -486,6 +525,17 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"{best} (P@10 {np.mean(val(best, 'p10')):.3f}, NMI {np.mean(val(best, 'nmi')):.3f}, "
             f"same {np.mean(val(best, 'same')):.3f})",
         ]
+        # Since the fifth round: the default changes only for a difference beyond the seeds:
+        # a pick whose same-scene rate is within one seed std (at least 0.01) of the default's,
+        # while the default is itself near the best P@10, is a tie and the default stays.
+        if best != DEFAULT and DEFAULT in near:
+            gap = float(np.mean(val(DEFAULT, "same")) - np.mean(val(best, "same")))
+            noise = max(float(np.std(val(best, "same"))), float(np.std(val(DEFAULT, "same"))), 0.01)
+            if gap < noise:
+                lines.append(
+                    f"a tie with the default {DEFAULT} (same-scene rate lower by {gap:.3f}, "
+                    f"within the seed spread {noise:.3f}): the default stays"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -75,8 +75,9 @@ def test_store_round_trip_and_idempotence(trained: dict, stage_log) -> None:
     assert attrs["tiles"] == n and attrs["crs"] == "EPSG:3031" and attrs["tile_size"] == 64
     # the checkpoint is named relative to the workspace (portable), resolving to the latest
     assert not attrs["checkpoint"].startswith(("s3://", "file://", "/"))
-    assert encoder.resolve_ref(attrs["checkpoint"], cfg.workspace) == (
-        encoder.read_latest(cfg)["checkpoint"]
+    assert (
+        encoder.resolve_ref(attrs["checkpoint"], cfg.workspace)
+        == (encoder.read_latest(cfg)["checkpoint"])
     )
     np.testing.assert_allclose(emb[:], reference_embeddings(cfg), rtol=1e-4, atol=1e-5)
     # xarray reads it with named dimensions

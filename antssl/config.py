@@ -638,6 +638,15 @@ class ServeConfig(_Section):
     )
 
 
+def local_file_uri(path: str) -> str:
+    """A plain path or ``file://`` URI as an absolute ``file://`` URI (``~`` expanded,
+    relative to the working directory). The one place this is done: the workspace
+    validator below and :func:`antssl.storage.normalize_uri` (which imports this module)."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    return "file://" + str(Path(path).expanduser().absolute())
+
+
 class Config(_Section):
     """The whole antssl configuration."""
 
@@ -663,12 +672,9 @@ class Config(_Section):
         """A local workspace as an absolute ``file://`` URI, resolved against the working
         directory of the process that reads the config (the driver). Ray Train runs its
         workers in their own directories, where a relative path would name another place."""
-        # as storage.normalize_uri does for local paths (storage imports this module)
-        if v.startswith("file://"):
-            v = v[len("file://") :]
-        elif "://" in v:
+        if "://" in v and not v.startswith("file://"):
             return v  # s3:// (an unsupported scheme is refused where it is opened)
-        return "file://" + str(Path(v).expanduser().absolute())
+        return local_file_uri(v)
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""

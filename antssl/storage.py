@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from antssl.config import StorageConfig
+from antssl.config import StorageConfig, local_file_uri
 from antssl.errors import StorageError
 
 SCHEMES = ("file", "s3")
@@ -47,8 +47,7 @@ def normalize_uri(uri: str) -> str:
         raise StorageError("empty URI: give a path, a file:// URI or an s3://bucket/key URI")
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
-        path = uri[len("file://") :] if uri.startswith("file://") else uri
-        return "file://" + str(Path(path).expanduser().absolute())
+        return local_file_uri(uri)
     if parsed.scheme in ("s3", "s3a"):
         if not parsed.netloc:
             raise StorageError(f"URI {uri!r} names no bucket: use s3://bucket/key")

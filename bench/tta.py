@@ -21,6 +21,7 @@ Development only; CPU, 2 threads.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sample_sweep as sweep
 
+from antssl.evaluate.baselines import model_features
 from antssl.evaluate.features import Method, model_input
 from antssl.evaluate.scoring import probe_figures, probe_split, retrieval_figures
 from antssl.ssl import build_model_from_spec
@@ -47,8 +49,6 @@ def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 
 def averaged(model: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
     """``raw``, ``rot4`` (the 4 rotations averaged) and ``d4`` (all 8) embeddings of x."""
-    from antssl.evaluate.baselines import model_features
-
     views = [model_features(model, v.numpy(), 256) for v in dihedral(torch.from_numpy(x))]
     return {"raw": views[0], "rot4": np.mean(views[0::2], axis=0), "d4": np.mean(views, axis=0)}
 
@@ -65,8 +65,8 @@ def _table(res: dict[tuple[str, str], list[tuple[float, ...]]], cols: list[str])
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def run_sample(seeds: list[int]) -> None:
-    data = sweep._data(Path("/tmp/sweep"), 6, 512)
+def run_sample(seeds: list[int], cache: str) -> None:
+    data = sweep._data(Path(cache), 6, 512)
     stats = sweep._stats(data["pretrain"])
     res: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for seed in seeds:
@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("what", choices=["sample", "moa"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--configs", default="configs/moa.yaml", help="comma-separated MOA configs")
+    ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep"),
+                    help="bench/sample_sweep.py's tile cache (the same default)")  # fmt: skip
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     if a.what == "sample":
-        run_sample([int(s) for s in a.seeds.split(",")])
+        run_sample([int(s) for s in a.seeds.split(",")], a.cache)
     else:
         run_moa(a.configs.split(","))
     return 0

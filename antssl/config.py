@@ -262,6 +262,21 @@ class TrainConfig(_Section):
         "stats: mean and std of the stem's and every stage's maps (a texture descriptor of "
         "2 x width x 2**stages values; embed_dim is then ignored).",
     )
+    descriptor: Literal["none", "texture"] = Field(
+        "texture",
+        description="texture: the evaluate stage's hand-made texture descriptor (gradient "
+        "statistics, LBP, GLCM; 39 values per band, antssl.ssl.descriptor) of each tile as "
+        "the encoder sees it is appended to the learned embedding, standardised (feature "
+        "fusion; the embed stage, /v1/embed and the index carry it); none: the learned "
+        "embedding only (smaller rows, faster embedding on CPUs).",
+    )
+    descriptor_weight: float = Field(
+        0.5,
+        gt=0,
+        description="With descriptor: texture, the appended block's share of the squared norm "
+        "against the learned block's (1: equal shares; higher: the neighbours follow the "
+        "hand-made texture more).",
+    )
     objective: str = "simclr"
     temperature: float = Field(0.2, gt=0)
     texture_weight: float = Field(

@@ -53,8 +53,9 @@ def sample_config(sample_dir: Path, workspace: Path) -> dict[str, Any]:
             # than scene on the sample archive (its scenes differ by gain/gamma,
             # illumination, haze, striping and pixel size): detector stripes taken out of
             # each tile and per-tile standardisation (input_norm: destripe), a
-            # texture-statistics pool, the texture target, and augmentations that model
-            # those nuisances (bench/sample_sweep.py, bench/RESULTS.md §5b).
+            # texture-statistics pool, the texture target, augmentations that model
+            # those nuisances, and the hand-made texture descriptor appended to every row
+            # (bench/sample_sweep.py, bench/RESULTS.md §5b).
         },
         "embed": {"chunk_rows": 256, "batch_size": 128},
         "cluster": {"k": [4, 7, 10], "batch_size": 512, "max_iter": 100, "num_actors": 2},

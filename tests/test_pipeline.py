@@ -16,6 +16,7 @@ from antssl.config import load_config
 from antssl.demo import sample_config
 from antssl.errors import ConfigError, StorageError
 from antssl.ssl.backbones import stats_dim
+from antssl.ssl.descriptor import descriptor_dim
 from antssl.stages import cluster, embed
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -72,8 +73,9 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys, monkeypatch) -> None:
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels = group["cluster"][:]
     n1 = len(labels)
-    dim = group["embedding"].shape[1]  # the default stats pool: 2 x width x 2**stages
-    assert dim == stats_dim("resnet_small", FAST["train"]["width"])
+    # the default stats pool (2 x width x 2**stages) + the default texture descriptor
+    dim = group["embedding"].shape[1]
+    assert dim == stats_dim("resnet_small", FAST["train"]["width"]) + descriptor_dim("texture", 3)
     assert (labels >= 0).all() and group["centroids"].shape == (3, dim)
     # the cluster map: scene CRS, one pixel per stride, value = the tile's cluster
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)

@@ -23,7 +23,7 @@ from antssl.ssl import (
 
 STRIDE = {"resnet_small": 8, "resnet18": 16}
 # the model before the defaults learned surface, not scene: what the optional spec keys omit
-PLAIN = {"input_norm": "dataset", "pool": "avg", "texture_weight": 0.0}
+PLAIN = {"input_norm": "dataset", "pool": "avg", "texture_weight": 0.0, "descriptor": "none"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,7 +82,7 @@ def test_wrong_band_count_is_a_clear_error() -> None:
 
 
 def test_model_forward_and_embed_dims() -> None:
-    cfg = TrainConfig(width=8, depth=1, embed_dim=32, proj_dim=16, pool="avg")
+    cfg = TrainConfig(width=8, depth=1, embed_dim=32, proj_dim=16, pool="avg", descriptor="none")
     model = build_model(cfg, in_bands=5)
     assert isinstance(model, SSLModel)
     x = torch.randn(4, 5, 32, 32)
@@ -118,7 +118,12 @@ def test_batchnorm_converts_to_syncbatchnorm() -> None:
 
 
 def test_tile_input_norm_ignores_a_per_tile_brightness_stretch() -> None:
-    spec = model_spec(TrainConfig(width=8, depth=1, embed_dim=16, input_norm="tile", pool="avg"), 2)
+    spec = model_spec(
+        TrainConfig(
+            width=8, depth=1, embed_dim=16, input_norm="tile", pool="avg", descriptor="none"
+        ),
+        2,
+    )
     assert spec["input_norm"] == "tile"
     model = build_model_from_spec(spec).eval()
     x = torch.randn(3, 2, 32, 32)
@@ -144,7 +149,13 @@ def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> No
     from antssl.ssl.backbones import stats_dim
 
     cfg = TrainConfig(
-        backbone=name, width=4, depth=2, embed_dim=999, pool="stats", input_norm="dataset"
+        backbone=name,
+        width=4,
+        depth=2,
+        embed_dim=999,
+        pool="stats",
+        input_norm="dataset",
+        descriptor="none",
     )
     spec = model_spec(cfg, 2)
     stages = 3 if name == "resnet_small" else 4
@@ -224,7 +235,9 @@ def test_destripe_input_norm_takes_stripes_out_and_keeps_structure() -> None:
 
 
 def test_destripe_model_spec_round_trips_and_embeds_striped_tiles_alike() -> None:
-    cfg = TrainConfig(width=8, depth=1, embed_dim=16, input_norm="destripe", pool="stats")
+    cfg = TrainConfig(
+        width=8, depth=1, embed_dim=16, input_norm="destripe", pool="stats", descriptor="none"
+    )
     spec = json.loads(json.dumps(model_spec(cfg, 2)))
     assert spec["input_norm"] == "destripe"
     model, again = build_model_from_spec(spec).eval(), build_model_from_spec(spec).eval()

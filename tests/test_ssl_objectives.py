@@ -332,7 +332,9 @@ def test_forward_step_adds_the_weighted_adversary_loss() -> None:
     from antssl.ssl import Augment, AugmentConfig, build_model, forward_step
     from antssl.ssl.adversary import SceneAdversary
 
-    cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=1.0)
+    cfg = TrainConfig(
+        width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=1.0, descriptor="none"
+    )
     model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
     adv = SceneAdversary(model.embed_dim, 2)
     aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))

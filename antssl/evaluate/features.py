@@ -126,9 +126,20 @@ def zscore(x: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     return ((x - ref.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-def _factory(spec: dict[str, Any]) -> Callable[[], SSLModel]:
-    """A fresh, randomly initialised model of the checkpoint's architecture."""
-    return lambda: build_model_from_spec(spec)
+def _factory(spec: dict[str, Any], trained: SSLModel | None = None) -> Callable[[], SSLModel]:
+    """A fresh, randomly initialised model of the checkpoint's architecture.
+
+    With ``trained`` and a model that appends a hand-made descriptor (``train.descriptor``),
+    the descriptor's standardisation is the trained model's: the baseline differs from the
+    encoder in its learned weights only."""
+
+    def build() -> SSLModel:
+        model = build_model_from_spec(spec)
+        if trained is not None and model.descriptor is not None and trained.descriptor:
+            model.descriptor.load_state_dict(trained.descriptor.state_dict())
+        return model
+
+    return build
 
 
 def compute_methods(
@@ -189,7 +200,7 @@ def _features(
         return baselines.mean_brightness(raw), "euclidean"
     if name == "random_backbone":
         x = baselines.random_backbone_features(
-            normed, _factory(dict(meta["spec"])), seed, batch_size
+            normed, _factory(dict(meta["spec"]), model), seed, batch_size
         )
         return x, "cosine"
     raise ConfigError(f"unknown baseline {name!r}")

@@ -10,9 +10,11 @@ model: ``backbone``, ``in_bands``, ``width``, ``depth``, ``embed_dim``,
 ``proj_dim``, and optionally ``input_norm`` (:data:`INPUT_NORMS`; absent means
 ``"dataset"``), ``pool`` (:data:`~antssl.ssl.backbones.POOLS`; absent means ``"avg"``) and
 ``texture_head`` (a training-only head regressing :mod:`antssl.ssl.texture` statistics;
-absent means none), so older checkpoints load unchanged. With ``pool: stats`` the spec's
-``embed_dim`` is the size the pooling gives, whatever the config asked for. Checkpoints
-store it next to the weights.
+absent means none), ``descriptor`` and ``descriptor_weight`` (a hand-made texture
+descriptor appended to the embedding, :mod:`antssl.ssl.descriptor`; absent means none), so
+older checkpoints load unchanged. The spec's ``embed_dim`` is the size of what the model
+embeds: with ``pool: stats`` the size the pooling gives, whatever the config asked for,
+plus the descriptor's values. Checkpoints store it next to the weights.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.backbones import build_backbone, stats_dim
+from antssl.ssl.descriptor import TextureDescriptor, descriptor_dim
 from antssl.ssl.texture import texture_target_dim
 
 __all__ = [
@@ -47,6 +50,8 @@ OPTIONAL_SPEC_KEYS: dict[str, Any] = {
     "input_norm": "dataset",
     "pool": "avg",
     "texture_head": False,
+    "descriptor": "none",
+    "descriptor_weight": 1.0,
 }
 """Optional spec keys and the value their absence means: a spec holds one only when it
 differs from the default, so specs (and checkpoints) written before the key existed load
@@ -151,6 +156,10 @@ class SSLModel(nn.Module):
         texture_dim: Outputs of the texture head (0: no head). The head regresses
             :func:`~antssl.ssl.texture.texture_targets` from the embedding during training
             (``train.texture_weight``); embedding never uses it.
+        descriptor: :data:`~antssl.ssl.descriptor.DESCRIPTORS`; ``"texture"`` appends a
+            :class:`~antssl.ssl.descriptor.TextureDescriptor` of the prepared tile to what
+            :meth:`embed` returns (the head and the objective see the learned part only).
+        descriptor_weight: The descriptor block's share against the learned block's.
     """
 
     def __init__(
@@ -160,6 +169,8 @@ class SSLModel(nn.Module):
         proj_dim: int,
         input_norm: str = "dataset",
         texture_dim: int = 0,
+        descriptor: str = "none",
+        descriptor_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if input_norm not in INPUT_NORMS:
@@ -170,7 +181,8 @@ class SSLModel(nn.Module):
         self.input_norm = input_norm
         self.prep: nn.Module = PREPS[input_norm]()
         self.encoder = encoder
-        self.embed_dim = embed_dim
+        self.learned_dim = embed_dim  # the encoder's embedding: what the heads see
+        self.embed_dim = embed_dim  # what embed() returns (+ the descriptor's values)
         self.proj_dim = proj_dim
         self.head = nn.Sequential(
             nn.Linear(embed_dim, embed_dim),
@@ -185,6 +197,17 @@ class SSLModel(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Linear(hidden, texture_dim),
             )
+        if descriptor not in ("none", "texture"):
+            raise ConfigError(
+                f"unknown descriptor {descriptor!r}; set train.descriptor to none or texture"
+            )
+        self.descriptor: TextureDescriptor | None = None
+        if descriptor == "texture":
+            in_bands = int(getattr(encoder, "in_bands", 0))
+            if in_bands < 1:
+                raise ConfigError("descriptor: texture needs an encoder that states in_bands")
+            self.descriptor = TextureDescriptor(in_bands, embed_dim, descriptor_weight)
+            self.embed_dim += self.descriptor.dim
 
     def forward(
         self, x: Tensor, texture: bool = False, embedding: bool = False
@@ -196,7 +219,11 @@ class SSLModel(nn.Module):
         (for a training-only head on them, e.g. :class:`~antssl.ssl.adversary.SceneAdversary`):
         one forward call, so DDP sees every parameter used.
         """
-        h = self.encoder(self.prep(x))
+        prepared = self.prep(x)
+        h = self.encoder(prepared)
+        if self.descriptor is not None and self.training:
+            # its running statistics follow the training views; a few per batch suffice
+            self.descriptor(prepared[: self.descriptor.stats_rows])
         if not texture and not embedding:
             return self.head(h)
         out = [self.head(h)]
@@ -212,9 +239,13 @@ class SSLModel(nn.Module):
         """Embeddings ``(B, embed_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
 
         Call ``model.eval()`` (and ``torch.no_grad()``) first when embedding a
-        dataset, so BatchNorm uses its running statistics.
+        dataset, so BatchNorm uses its running statistics. With a descriptor, the learned
+        embedding then the descriptor's values (``embed_dim`` counts both).
         """
-        out: Tensor = self.encoder(self.prep(x))
+        prepared = self.prep(x)
+        out: Tensor = self.encoder(prepared)
+        if self.descriptor is not None:
+            out = torch.cat([out, self.descriptor(prepared).to(out.dtype)], dim=1)
         return out
 
 
@@ -232,12 +263,15 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "input_norm": cfg.input_norm,
         "pool": cfg.pool,
         "texture_head": cfg.texture_weight > 0,
+        "descriptor": cfg.descriptor,
+        "descriptor_weight": float(cfg.descriptor_weight) if cfg.descriptor != "none" else 1.0,
     }
     for key, default in OPTIONAL_SPEC_KEYS.items():
         if values[key] != default:
             spec[key] = values[key]
     if cfg.pool == "stats":  # the pooling fixes the embedding size
         spec["embed_dim"] = stats_dim(cfg.backbone, cfg.width)
+    spec["embed_dim"] += descriptor_dim(cfg.descriptor, int(in_bands))
     return spec
 
 
@@ -260,16 +294,31 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     if not isinstance(proj_dim, int) or isinstance(proj_dim, bool) or proj_dim < 1:
         raise ConfigError(f"model spec proj_dim must be a positive integer, got {proj_dim!r}")
     opt = {k: spec.get(k, default) for k, default in OPTIONAL_SPEC_KEYS.items()}
+    try:
+        extra = descriptor_dim(opt["descriptor"], spec["in_bands"])
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"model spec descriptor must be none or texture, got {opt['descriptor']!r}"
+        ) from None
+    learned = spec["embed_dim"] - extra  # the encoder's own embedding
     encoder = build_backbone(
         spec["backbone"],
         spec["in_bands"],
         spec["width"],
         spec["depth"],
-        spec["embed_dim"],
+        learned,
         opt["pool"],
     )
     texture_dim = texture_target_dim(spec["in_bands"]) if opt["texture_head"] else 0
-    return SSLModel(encoder, spec["embed_dim"], proj_dim, opt["input_norm"], texture_dim)
+    return SSLModel(
+        encoder,
+        learned,
+        proj_dim,
+        opt["input_norm"],
+        texture_dim,
+        opt["descriptor"],
+        float(opt["descriptor_weight"]),
+    )
 
 
 def build_model(cfg: TrainConfig, in_bands: int) -> SSLModel:

@@ -113,6 +113,7 @@ def run(config: Config, force: bool = False) -> str:
     shortcuts = scene_shortcuts(results, k, ev.same_scene_warn)
     table = report.metrics_table(results)
     info = _info(config, ckpt, tiles, split, names, time.perf_counter() - start)
+    info["encoder"] = _describe_embedding(model)
     encoder = methods[0]
     pngs = {
         "projection.png": report.projection_png(
@@ -166,6 +167,19 @@ def _names(config: Config) -> dict[int, str] | None:
     if ev.class_names:
         return dict(ev.class_names)
     return {0: "negative", 1: "positive"} if ev.label_kind == "binary" else None
+
+
+def _describe_embedding(model: Any) -> str:
+    """What the encoder's rows hold, for the report (learned values, appended descriptor)."""
+    learned = int(getattr(model, "learned_dim", getattr(model, "embed_dim", 0)))
+    out = f"{learned} learned values"
+    desc = getattr(model, "descriptor", None)
+    if desc is not None:
+        out += (
+            f" + the texture descriptor, {desc.dim} values (train.descriptor; "
+            f"random_backbone: the same with random weights)"
+        )
+    return out
 
 
 def _named(counts: dict[int, int], names: dict[int, str] | None) -> dict[str, int]:

@@ -21,7 +21,6 @@ use Euclidean neighbours for the 1-D :func:`mean_brightness` shortcut.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from antssl.evaluate import EvaluationError
+from antssl.ssl.descriptor import lbp_histogram as lbp_histogram_torch
 
 __all__ = [
     "compute_baselines",
@@ -127,34 +127,6 @@ def gradient_stats(tiles: np.ndarray) -> np.ndarray:
     return _per_band(_gradients, tiles)
 
 
-def _lbp_codes(x: np.ndarray, points: int, radius: float) -> np.ndarray:
-    """LBP^{riu2} code per interior pixel of (m, H, W) images: (m, H - 2r, W - 2r) int64."""
-    r = math.ceil(radius - 1e-9)
-    _, h, w = x.shape
-    if h <= 2 * r or w <= 2 * r:
-        raise EvaluationError(f"tiles of {h}x{w} px are too small for LBP radius {radius}")
-    centre = x[:, r : h - r, r : w - r]
-    bits = []
-    for p in range(points):
-        theta = 2 * math.pi * p / points
-        dy, dx = round(-radius * math.sin(theta), 9), round(radius * math.cos(theta), 9)
-        y0, x0 = math.floor(dy), math.floor(dx)
-        fy, fx = dy - y0, dx - x0
-        sample = np.zeros_like(centre)
-        for oy, ox, wgt in (
-            (y0, x0, (1 - fy) * (1 - fx)),
-            (y0, x0 + 1, (1 - fy) * fx),
-            (y0 + 1, x0, fy * (1 - fx)),
-            (y0 + 1, x0 + 1, fy * fx),
-        ):
-            if wgt > 1e-12:
-                sample += wgt * x[:, r + oy : h - r + oy, r + ox : w - r + ox]
-        bits.append(sample >= centre - 1e-12 * np.abs(centre))
-    s = np.stack(bits).astype(np.int64)  # (P, m, h', w')
-    transitions = np.abs(s - np.roll(s, 1, axis=0)).sum(axis=0)
-    return np.where(transitions <= 2, s.sum(axis=0), points + 1)
-
-
 def lbp_histogram(tiles: np.ndarray, points: int = 8, radius: float = 1.0) -> np.ndarray:
     """Per band: normalised histogram of LBP^{riu2}_{P,R} codes; (n, C * (P + 2)).
 
@@ -169,10 +141,11 @@ def lbp_histogram(tiles: np.ndarray, points: int = 8, radius: float = 1.0) -> np
         raise EvaluationError(f"LBP needs points >= 1 and radius > 0, got {points}, {radius}")
 
     def hist(x: np.ndarray) -> np.ndarray:
-        codes = _lbp_codes(x, points, radius).reshape(x.shape[0], -1)
-        offsets = np.arange(x.shape[0])[:, None] * (points + 2)
-        counts = np.bincount((codes + offsets).ravel(), minlength=x.shape[0] * (points + 2))
-        return counts.reshape(x.shape[0], points + 2) / codes.shape[1]
+        # one implementation, the model's (antssl.ssl.descriptor, float64 like the rest here)
+        try:
+            return lbp_histogram_torch(torch.from_numpy(x), points, radius).numpy()
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
 
     return _per_band(hist, tiles)
 

@@ -17,8 +17,10 @@ The descriptor has no weights. Each value is standardised by running statistics
 and the block is scaled so that its share of the squared norm is ``weight`` times the
 learned block's (``train.descriptor_weight``; 1: equal shares).
 
-The functions here reproduce the numpy baseline to float64 rounding (tests/test_descriptor.py
-checks them against it); the numpy code stays the evaluation's reference. On a CPU core
+The gradient statistics and GLCM here reproduce the numpy baseline to float64 rounding
+(tests/test_descriptor.py checks the whole descriptor against
+:func:`~antssl.evaluate.baselines.texture_features`); the LBP histograms are one function
+that the baseline calls too. On a CPU core
 the descriptor costs ~1.7 ms per 64 px tile and band (bench/descriptor_cost.py): more than
 the demo's encoder; ``train.descriptor: none`` where CPU embedding time matters more than
 retrieval quality.
@@ -32,7 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DESCRIPTORS", "TextureDescriptor", "descriptor_dim", "texture_descriptor"]
+__all__ = [
+    "DESCRIPTORS",
+    "TextureDescriptor",
+    "descriptor_dim",
+    "lbp_histogram",
+    "texture_descriptor",
+]
 
 DESCRIPTORS: tuple[str, ...] = ("none", "texture")
 """Values of ``train.descriptor``."""
@@ -81,28 +89,40 @@ def _gradient_stats(x: Tensor) -> Tensor:
     return torch.stack([mag.mean(1), mag.std(1, unbiased=False), p50, p90, coherence], dim=1)
 
 
-def _lbp_histogram(x: Tensor, points: int, radius: float) -> Tensor:
-    """Normalised LBP^{riu2}_{P,R} histogram of (m, H, W) images: (m, P + 2)."""
+def _lbp_taps(points: int, radius: float) -> tuple[int, list[list[tuple[int, int, float]]]]:
+    """The border ``r = ceil(R)`` and, for each of the P neighbours of LBP_{P,R}, its bilinear
+    taps ``(dy, dx, weight)`` (weights > 1e-12): neighbour p lies at ``(-R sin(2πp/P),
+    R cos(2πp/P))`` from the centre."""
     r = math.ceil(radius - 1e-9)
-    m, h, w = x.shape
-    if h <= 2 * r or w <= 2 * r:
-        raise ValueError(f"tiles of {h}x{w} px are too small for LBP radius {radius}")
-    centre = x[:, r : h - r, r : w - r]
-    bits = []
+    taps = []
     for p in range(points):
         theta = 2 * math.pi * p / points
         dy, dx = round(-radius * math.sin(theta), 9), round(radius * math.cos(theta), 9)
         y0, x0 = math.floor(dy), math.floor(dx)
         fy, fx = dy - y0, dx - x0
-        sample = torch.zeros_like(centre)
-        for oy, ox, wgt in (
+        four = (
             (y0, x0, (1 - fy) * (1 - fx)),
             (y0, x0 + 1, (1 - fy) * fx),
             (y0 + 1, x0, fy * (1 - fx)),
             (y0 + 1, x0 + 1, fy * fx),
-        ):
-            if wgt > 1e-12:
-                sample += wgt * x[:, r + oy : h - r + oy, r + ox : w - r + ox]
+        )
+        taps.append([t for t in four if t[2] > 1e-12])
+    return r, taps
+
+
+def lbp_histogram(x: Tensor, points: int, radius: float) -> Tensor:
+    """Normalised LBP^{riu2}_{P,R} histogram of (m, H, W) images: (m, P + 2), in x's dtype
+    (the evaluate stage's ``lbp_histogram`` baseline calls it too)."""
+    r, taps = _lbp_taps(points, radius)
+    m, h, w = x.shape
+    if h <= 2 * r or w <= 2 * r:
+        raise ValueError(f"tiles of {h}x{w} px are too small for LBP radius {radius}")
+    centre = x[:, r : h - r, r : w - r]
+    bits = []
+    for neighbour in taps:
+        sample = torch.zeros_like(centre)
+        for oy, ox, wgt in neighbour:
+            sample += wgt * x[:, r + oy : h - r + oy, r + ox : w - r + ox]
         bits.append(sample >= centre - 1e-12 * centre.abs())
     s = torch.stack(bits)  # (P, m, h', w') bool: 8x less memory than integers
     transitions = (s ^ s.roll(1, dims=0)).sum(0, dtype=torch.int16)
@@ -156,8 +176,8 @@ def texture_descriptor(x: Tensor) -> Tensor:
     bands = range(x.shape[1])
     parts = [
         *(_gradient_stats(x[:, b]) for b in bands),
-        *(_lbp_histogram(x[:, b], 8, 1.0) for b in bands),
-        *(_lbp_histogram(x[:, b], 16, 2.0) for b in bands),
+        *(lbp_histogram(x[:, b], 8, 1.0) for b in bands),
+        *(lbp_histogram(x[:, b], 16, 2.0) for b in bands),
         *(_glcm(x[:, b]) for b in bands),
     ]
     return torch.cat(parts, dim=1).to(torch.float32)

@@ -135,7 +135,7 @@ def _factory(spec: dict[str, Any], trained: SSLModel | None = None) -> Callable[
 
     def build() -> SSLModel:
         model = build_model_from_spec(spec)
-        if trained is not None and model.descriptor is not None and trained.descriptor:
+        if trained is not None and trained.descriptor is not None and model.descriptor is not None:
             model.descriptor.load_state_dict(trained.descriptor.state_dict())
         return model
 

@@ -13,17 +13,15 @@ the checkpoint's spec records it.
 
 The descriptor has no weights. Each value is standardised by running statistics
 (``BatchNorm1d`` without affine: the plain average over the training forward passes, from
-16 views of each batch, as the descriptor costs ~1 ms per tile and band on a CPU core),
-and the block is scaled so that its share of the squared norm is ``weight`` times the
-learned block's (``train.descriptor_weight``; 1: equal shares).
+16 views of each batch), and the block is scaled so that its share of the squared norm is
+``weight`` times the learned block's (``train.descriptor_weight``; 1: equal shares).
 
 The gradient statistics and GLCM here reproduce the numpy baseline to float64 rounding
 (tests/test_descriptor.py checks the whole descriptor against
 :func:`~antssl.evaluate.baselines.texture_features`); the LBP histograms are one function
-that the baseline calls too. On a CPU core
-the descriptor costs ~1.7 ms per 64 px tile and band (bench/descriptor_cost.py): more than
-the demo's encoder; ``train.descriptor: none`` where CPU embedding time matters more than
-retrieval quality.
+that the baseline calls too. On a CPU core the descriptor costs ~1.7 ms per 64 px tile and
+band (bench/descriptor_cost.py), more than the demo's encoder: ``train.descriptor: none``
+where CPU embedding time matters more than retrieval quality.
 """
 
 from __future__ import annotations

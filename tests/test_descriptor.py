@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
@@ -29,7 +30,7 @@ def _tiles(n: int, bands: int, size: int = 32, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(("bands", "quantised"), [(1, False), (3, False), (2, True)])
 def test_torch_descriptor_equals_the_numpy_baseline(bands: int, quantised: bool) -> None:
     x = _tiles(12, bands)
-    if quantised:  # integer grey levels, as sensors store them: LBP ties everywhere
+    if quantised:  # integer grey levels, as sensors store them: GLCM bins at exact bounds
         x = np.round(x * 2.0)
     got = texture_descriptor(torch.from_numpy(x)).numpy()
     want = texture_features(x)
@@ -44,7 +45,7 @@ def test_descriptor_rejects_bad_shapes_and_names() -> None:
         descriptor_dim("hog", 1)
     with pytest.raises(ValueError, match="weight"):
         TextureDescriptor(1, 16, weight=0.0)
-    with pytest.raises(ConfigError, match="descriptor must be none or texture"):
+    with pytest.raises(ConfigError, match="descriptor must be one of: none, texture; got 'hog'"):
         spec = model_spec(TrainConfig(**TINY), 2)
         build_model_from_spec({**spec, "descriptor": "hog"})
 
@@ -106,7 +107,7 @@ def test_descriptor_spec_round_trips_and_old_specs_have_none() -> None:
 
 
 def test_config_rejects_an_unknown_descriptor() -> None:
-    with pytest.raises(Exception, match="descriptor"):
+    with pytest.raises(ValidationError, match="descriptor"):
         TrainConfig(descriptor="sift")
-    with pytest.raises(Exception, match="descriptor_weight"):
+    with pytest.raises(ValidationError, match="descriptor_weight"):
         TrainConfig(descriptor="texture", descriptor_weight=0)

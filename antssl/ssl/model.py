@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.backbones import build_backbone, stats_dim
-from antssl.ssl.descriptor import TextureDescriptor, descriptor_dim
+from antssl.ssl.descriptor import DESCRIPTORS, TextureDescriptor, descriptor_dim
 from antssl.ssl.texture import texture_target_dim
 
 __all__ = [
@@ -197,9 +197,10 @@ class SSLModel(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Linear(hidden, texture_dim),
             )
-        if descriptor not in ("none", "texture"):
+        if descriptor not in DESCRIPTORS:
             raise ConfigError(
-                f"unknown descriptor {descriptor!r}; set train.descriptor to none or texture"
+                f"unknown descriptor {descriptor!r}; set train.descriptor to one of: "
+                + ", ".join(DESCRIPTORS)
             )
         self.descriptor: TextureDescriptor | None = None
         if descriptor == "texture":
@@ -294,12 +295,12 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
     if not isinstance(proj_dim, int) or isinstance(proj_dim, bool) or proj_dim < 1:
         raise ConfigError(f"model spec proj_dim must be a positive integer, got {proj_dim!r}")
     opt = {k: spec.get(k, default) for k, default in OPTIONAL_SPEC_KEYS.items()}
-    try:
-        extra = descriptor_dim(opt["descriptor"], spec["in_bands"])
-    except (ValueError, TypeError):
+    if opt["descriptor"] not in DESCRIPTORS:
         raise ConfigError(
-            f"model spec descriptor must be none or texture, got {opt['descriptor']!r}"
-        ) from None
+            f"model spec descriptor must be one of: {', '.join(DESCRIPTORS)}; "
+            f"got {opt['descriptor']!r}"
+        )
+    extra = descriptor_dim(opt["descriptor"], spec["in_bands"])
     learned = spec["embed_dim"] - extra  # the encoder's own embedding
     encoder = build_backbone(
         spec["backbone"],

@@ -42,6 +42,7 @@ from antssl.evaluate.scoring import (
     score_method,
 )
 from antssl.evaluate.tileset import EvalTiles, load_tiles, scored_config
+from antssl.ssl import SSLModel
 
 FILES = ("projection.png", "queries.png", "metrics.json", "report.md")
 log = logging.getLogger(__name__)
@@ -169,14 +170,12 @@ def _names(config: Config) -> dict[int, str] | None:
     return {0: "negative", 1: "positive"} if ev.label_kind == "binary" else None
 
 
-def _describe_embedding(model: Any) -> str:
+def _describe_embedding(model: SSLModel) -> str:
     """What the encoder's rows hold, for the report (learned values, appended descriptor)."""
-    learned = int(getattr(model, "learned_dim", getattr(model, "embed_dim", 0)))
-    out = f"{learned} learned values"
-    desc = getattr(model, "descriptor", None)
-    if desc is not None:
+    out = f"{model.learned_dim} learned values"
+    if model.descriptor is not None:
         out += (
-            f" + the texture descriptor, {desc.dim} values (train.descriptor; "
+            f" + the texture descriptor, {model.descriptor.dim} values (train.descriptor; "
             f"random_backbone: the same with random weights)"
         )
     return out

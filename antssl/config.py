@@ -506,6 +506,13 @@ class EvaluateConfig(_Section):
         description="Scenes to score (uris / glob / stac); the workspace's scenes when unset. "
         "bands, nodata and allow_no_crs default to the top-level scenes section's.",
     )
+    tiling: dict[str, Any] | None = Field(
+        None,
+        description="The scored tiles' tiling where it differs from the top-level tiling "
+        "section, which the encoder was pretrained on: keys of that section (e.g. "
+        "{max_nodata_fraction: 0} to score only tiles without nodata while pretraining also "
+        "on tiles at the ice front); the keys not given are the top-level section's.",
+    )
     checkpoint: str | None = Field(
         None,
         description="Another workspace URI (its latest pretraining) or a checkpoint directory "
@@ -691,6 +698,12 @@ class Config(_Section):
             return v  # s3:// (an unsupported scheme is refused where it is opened)
         return local_file_uri(v)
 
+    @model_validator(mode="after")
+    def _check_evaluate_tiling(self) -> Config:
+        if self.evaluate.tiling is not None:
+            scored_tiling(self)  # unknown keys and bad values named now, not at evaluate
+        return self
+
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for idempotence checks."""
         dumped = self.model_dump(mode="json")
@@ -807,3 +820,29 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def scored_tiling(config: Config) -> TilingConfig:
+    """The tiling of the evaluate stage's scored tiles: the top-level ``tiling`` with the
+    keys of ``evaluate.tiling`` replaced.
+
+    Raises:
+        ValueError: ``evaluate.tiling`` names a key the tiling section does not have, or a
+            value it refuses (the message names ``evaluate.tiling``).
+    """
+    over = config.evaluate.tiling
+    if not over:
+        return config.tiling
+    unknown = sorted(set(over) - set(TilingConfig.model_fields))
+    if unknown:
+        raise ValueError(
+            f"evaluate.tiling has no key {', '.join(map(repr, unknown))}; allowed: "
+            + ", ".join(TilingConfig.model_fields)
+        )
+    try:
+        return TilingConfig.model_validate({**config.tiling.model_dump(), **over})
+    except ValidationError as err:
+        bad = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"evaluate.tiling {over}: {bad}") from None

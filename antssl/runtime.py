@@ -1,9 +1,10 @@
 """Connecting to Ray: a local instance by default, a cluster when RAY_ADDRESS says so.
 
 Quiet by default: the console shows antssl's own lines (and its progress bars); Ray's
-progress bars, execution plans and per-report lines go to Ray's log files only
-(``/tmp/ray/session_latest/logs``: ``ray-data.log``, the workers' logs). With ``-v``
-(the ``antssl`` logger at DEBUG) Ray's console output is left as Ray sets it.
+progress bars, execution plans, per-report lines and known notices about its own actors go
+to Ray's log files only (``/tmp/ray/session_latest/logs``: ``ray-data.log``, the workers'
+logs). With ``-v`` (the ``antssl`` logger at DEBUG) Ray's console output is left as Ray
+sets it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def quiet_ray() -> None:
     dataset to the tasks and to Ray Train's split coordinator). A no-op with ``-v``."""
     if verbose():
         return
+    drop_known_ray_notices()
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -105,6 +107,58 @@ def quiet_ray() -> None:
             handler.setLevel(logging.WARNING)
             if not any(isinstance(f, RayConsoleFilter) for f in handler.filters):
                 handler.addFilter(RayConsoleFilter())
+
+
+KNOWN_RAY_NOTICES = (
+    # Ray's core worker, at ERROR level from C++, on Ray Train's and Ray Data's own actors
+    # (PreemptionWatcher, MapWorker(MapBatches(Embedder))): their restart could fail if
+    # their constructor arguments were lost (ray-project/ray#53727). Not antssl's calls,
+    # nothing a user can act on; once per pretraining and embed run.
+    "has constructor arguments in the object store and max_restarts > 0",
+)
+
+QUIET_RAY_ACTORS = (
+    # Ray Train's placement-group cleaner: besides its state-API warnings (silenced in the
+    # worker, NOISY_WORKER_LOGGERS), its monitor thread dies with a 25-line traceback
+    # ("ConnectionError: Found multiple active Ray instances") when another local Ray
+    # instance runs on the machine, e.g. `antssl serve` beside `antssl pretrain`. It only
+    # cleans up after a crashed controller; nothing in its output is the user's to act on.
+    "PlacementGroupCleaner",
+)
+
+
+def drop_known_ray_notices() -> None:
+    """In the driver: the workers' lines holding one of :data:`KNOWN_RAY_NOTICES`, and every
+    line of Ray's actors in :data:`QUIET_RAY_ACTORS`, stay off the console (the workers' log
+    files under ``/tmp/ray/session_latest/logs`` keep them).
+
+    Wraps the handler through which ``ray.init(log_to_driver=True)`` prints what workers
+    write (``ray_print_logs`` of Ray's stream dispatcher, an internal API: where it is
+    missing or renamed, nothing changes). Idempotent.
+    """
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+    except ImportError:  # pragma: no cover - a Ray without it prints as before
+        return
+    for name, handle in list(getattr(streams, "handlers", [])):
+        if name != "ray_print_logs" or getattr(handle, "antssl_filtered", False):
+            continue
+
+        def filtered(data: dict, _print=handle) -> None:  # type: ignore[type-arg]
+            if data.get("actor_name") in QUIET_RAY_ACTORS:
+                return
+            lines = [ln for ln in data.get("lines", []) if not is_known_ray_notice(ln)]
+            if lines:
+                _print({**data, "lines": lines})
+
+        filtered.antssl_filtered = True  # type: ignore[attr-defined]
+        streams.remove_handler(name)
+        streams.add_handler(name, filtered)
+
+
+def is_known_ray_notice(line: str) -> bool:
+    """Whether a worker's console line is one of :data:`KNOWN_RAY_NOTICES`."""
+    return any(notice in line for notice in KNOWN_RAY_NOTICES)
 
 
 NOISY_WORKER_LOGGERS = (

@@ -216,3 +216,58 @@ def test_stage_refuses_probe_fit_scenes_that_are_scored(two_sets: dict, tmp_path
     with pytest.raises(EvaluationError, match="scene_000"):
         run(cfg)
     assert not storage.exists(storage.join(eval_uri(cfg), "report.md"), cfg.storage)
+
+
+# ------------------------------------------------- the scored tiles' own tiling
+
+
+def test_evaluate_tiling_scores_nodata_free_tiles_of_an_encoder_pretrained_on_more(
+    two_sets: dict, tmp_path: Path
+) -> None:
+    """``evaluate.tiling`` replaces keys of the top-level tiling for the scored tiles only
+    (e.g. pretraining on tiles up to half nodata, scoring nodata-free ones as the MOA
+    protocol asks); the keys not given are inherited, and the report names what was
+    scored."""
+    import rasterio
+
+    holes = tmp_path / "holes"
+    holes.mkdir()
+    for name in ("scene_000_labels.tif", "scene_001.tif", "scene_001_labels.tif"):
+        (holes / name).write_bytes((two_sets["scored"] / name).read_bytes())
+    with rasterio.open(two_sets["scored"] / "scene_000.tif") as src:  # + an ice front:
+        img, profile = src.read(), {**src.profile, "driver": "GTiff"}  # a nodata corner
+    img[:, :100, :100] = 0
+    with rasterio.open(holes / "scene_000.tif", "w", **profile) as ds:
+        ds.write(img)
+    base = _config(two_sets, tmp_path / "ws")
+    base["scenes"] = {"glob": f"{holes}/scene_*[0-9].tif"}
+    base["tiling"] = {"size": 64, "stride": 32, "max_nodata_fraction": 0.5}
+    labels = "{scene_id}_labels.tif"
+    loose = load_tiles(parse_config(base), labels)
+    assert (~loose.valid).any(axis=(1, 2)).any()  # tiles with some nodata are kept at 0.5
+    strict_cfg = parse_config({**base, "evaluate": {**base["evaluate"], "tiling": {
+        "max_nodata_fraction": 0}}})  # fmt: skip
+    strict = load_tiles(strict_cfg, labels)
+    assert len(strict) and not (~strict.valid).any()
+    assert set(strict.tile_id) < set(loose.tile_id)
+    # the same tiles as a top-level tiling that says 0: size and stride were inherited
+    same = load_tiles(
+        parse_config({**base, "tiling": {**base["tiling"], "max_nodata_fraction": 0}}), labels
+    )
+    assert strict.tile_id.tolist() == same.tile_id.tolist()
+    doc = json.loads((storage.local_path(run(strict_cfg)) / "metrics.json").read_text())
+    assert doc["info"]["tiling"] == "64 px, stride 32, max nodata fraction 0.0"
+    assert doc["info"]["tiles_with_nodata"] == 0 and doc["info"]["tiles"] == len(strict)
+
+
+@pytest.mark.parametrize(
+    ("tiling", "fragment"),
+    [
+        ({"max_nodata": 0}, "evaluate.tiling has no key 'max_nodata'"),
+        ({"max_nodata_fraction": 2}, r"evaluate.tiling \{'max_nodata_fraction': 2\}"),
+        ({"stride": 512}, r"tiling.stride \(512\) must be <= tiling.size \(64\)"),
+    ],
+)
+def test_bad_evaluate_tiling_is_named_when_the_config_is_read(tiling: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config({"tiling": {"size": 64}, "evaluate": {"tiling": tiling}})

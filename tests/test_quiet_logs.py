@@ -75,3 +75,52 @@ def test_quiet_ray_turns_ray_data_console_output_off(ray_local: None) -> None:
     # Workers read the same settings from a file shipped with the package.
     config = Path(worker_log_env()["RAY_DATA_LOGGING_CONFIG"])
     assert config.is_file() and "level: WARNING" in config.read_text()
+
+
+def test_known_ray_notices_stay_off_the_console_and_other_worker_lines_do_not(
+    ray_local: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Once quiet_ray has run, a worker's line holding Ray's ray#53727 notice and every line
+    of an actor named as Ray Train's placement-group cleaner stay off the driver's console;
+    other workers' lines still reach it (real Ray tasks and actors printing them;
+    tests/test_late_bad_scene.py checks a whole pretraining console)."""
+    import time
+
+    import ray
+
+    from antssl.runtime import KNOWN_RAY_NOTICES, quiet_ray
+
+    quiet_ray()
+    quiet_ray()  # idempotent: one filter, not two
+
+    @ray.remote
+    def speak(tag: str) -> None:
+        import sys
+
+        print(f"[E core_worker.cc:1] Actor {tag} {KNOWN_RAY_NOTICES[0]}. See ...", file=sys.stderr)
+        print(f"ordinary line {tag}", file=sys.stderr, flush=True)
+
+    @ray.remote(num_cpus=0)
+    class PlacementGroupCleaner:  # the class name is the actor's name in Ray's log lines
+        def speak(self, tag: str) -> None:
+            import sys
+
+            print(f"Exception in thread PlacementGroupCleanerMonitor: {tag}", file=sys.stderr)
+            sys.stderr.flush()
+
+    tag = f"t{time.monotonic_ns()}"
+    cleaner = PlacementGroupCleaner.remote()  # type: ignore[attr-defined]
+    ray.get(cleaner.speak.remote(tag))
+    ray.get(speak.remote(tag))
+    seen = ""
+    for _ in range(100):  # worker lines reach the driver asynchronously
+        seen += capfd.readouterr().err
+        if f"ordinary line {tag}" in seen:
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # the cleaner's line, were it forwarded, comes from another process
+    seen += capfd.readouterr().err
+    ray.kill(cleaner)
+    assert f"ordinary line {tag}" in seen
+    assert f"Actor {tag}" not in seen
+    assert f"PlacementGroupCleanerMonitor: {tag}" not in seen

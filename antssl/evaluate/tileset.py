@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from antssl import storage
-from antssl.config import Config, ScenesConfig
+from antssl.config import Config, ScenesConfig, scored_tiling
 from antssl.errors import AntsslError, SceneReadError
 from antssl.evaluate import EvaluationError
 from antssl.evaluate.labels import TileLabels, binary_labels, cut_windows, majority_labels
@@ -115,21 +115,24 @@ class EvalTiles:
 
 
 def scored_config(config: Config, scenes: ScenesConfig | None = None) -> Config:
-    """The config whose ``scenes`` section lists the scored scenes (or ``scenes``).
+    """The config whose ``scenes`` section lists the scored scenes (or ``scenes``) and whose
+    ``tiling`` section is the scored tiles' (:func:`antssl.config.scored_tiling`).
 
     ``evaluate.scenes`` (or the ``scenes`` given, e.g. ``evaluate.probe_fit_scenes``)
     replaces the scene source (uris / glob / stac); its other keys (bands, nodata,
     allow_no_crs, on_bad_scene) default to the top-level section's, so the pixels are read
     as the encoder saw them in training.
     """
+    update: dict[str, Any] = {}
     over = scenes if scenes is not None else config.evaluate.scenes
-    if over is None:
-        return config
-    top = config.scenes.model_dump()
-    update = {k: v for k, v in over.model_dump().items() if k in _SOURCE_KEYS}
-    update |= {k: getattr(over, k) for k in over.model_fields_set if k not in _SOURCE_KEYS}
-    scenes = ScenesConfig.model_validate({**top, **update})
-    return config.model_copy(update={"scenes": scenes})
+    if over is not None:
+        top = config.scenes.model_dump()
+        keys = {k: v for k, v in over.model_dump().items() if k in _SOURCE_KEYS}
+        keys |= {k: getattr(over, k) for k in over.model_fields_set if k not in _SOURCE_KEYS}
+        update["scenes"] = ScenesConfig.model_validate({**top, **keys})
+    if config.evaluate.tiling:
+        update["tiling"] = scored_tiling(config)
+    return config.model_copy(update=update) if update else config
 
 
 def label_uri(template: str, scene_id: str, scene_uri: str) -> str:

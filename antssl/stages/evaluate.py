@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from antssl import storage, workspace
-from antssl.config import Config
+from antssl.config import Config, scored_tiling
 from antssl.encoder import relative_ref
 from antssl.errors import ConfigError
 from antssl.evaluate import EvaluationError, report
@@ -198,7 +198,7 @@ def _info(
     names: dict[int, str] | None,
     seconds: float,
 ) -> dict[str, Any]:
-    ev, t = config.evaluate, config.tiling
+    ev, t = config.evaluate, scored_tiling(config)
     rule = (
         f"neighbours closer than {ev.exclude_radius_km} km left out"
         if ev.exclude_radius_km is not None

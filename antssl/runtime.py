@@ -111,10 +111,15 @@ def quiet_ray() -> None:
 
 KNOWN_RAY_NOTICES = (
     # Ray's core worker, at ERROR level from C++, on Ray Train's and Ray Data's own actors
-    # (PreemptionWatcher, MapWorker(MapBatches(Embedder))): their restart could fail if
-    # their constructor arguments were lost (ray-project/ray#53727). Not antssl's calls,
-    # nothing a user can act on; once per pretraining and embed run.
+    # (PreemptionWatcher): its restart could fail if its constructor arguments were lost
+    # (ray-project/ray#53727). Not antssl's calls, nothing a user can act on; once per
+    # pretraining run. (The same notice about Ray Data's MapWorker comes from the driver's
+    # own C++ core, straight to its stderr, so it still shows once per embed run.)
     "has constructor arguments in the object store and max_restarts > 0",
+    # The raylet, when `antssl serve` stops (SIGTERM, Ctrl-C): serve.shutdown() kills the
+    # controller while Ray still holds its graceful_shutdown call, "There are infinite
+    # retries remaining ... killed by `ray.kill`"; the service has already stopped cleanly.
+    "Task ServeController.graceful_shutdown failed",
 )
 
 QUIET_RAY_ACTORS = (

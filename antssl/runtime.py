@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -133,36 +135,48 @@ QUIET_RAY_ACTORS = (
 
 
 def drop_known_ray_notices() -> None:
-    """In the driver: the workers' lines holding one of :data:`KNOWN_RAY_NOTICES`, and every
-    line of Ray's actors in :data:`QUIET_RAY_ACTORS`, stay off the console (the workers' log
-    files under ``/tmp/ray/session_latest/logs`` keep them).
+    """In the driver: the lines holding one of :data:`KNOWN_RAY_NOTICES`, and every line of
+    Ray's actors in :data:`QUIET_RAY_ACTORS`, stay off the console (Ray's log files under
+    ``/tmp/ray/session_latest/logs`` keep them).
 
-    Wraps the handler through which ``ray.init(log_to_driver=True)`` prints what workers
-    write (``ray_print_logs`` of Ray's stream dispatcher, an internal API: where it is
-    missing or renamed, nothing changes). Idempotent.
+    Filters the two ways Ray prints other processes' lines in the driver (internal APIs:
+    where one is missing or renamed, it prints as before): the handler through which
+    ``ray.init(log_to_driver=True)`` prints what workers write (``ray_print_logs`` of its
+    stream dispatcher), and ``print_to_stdstream``, through which it prints the error
+    messages that the raylet sends the driver. Idempotent.
     """
     try:
+        from ray._private import worker as ray_worker
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
-    except ImportError:  # pragma: no cover - a Ray without it prints as before
+    except ImportError:  # pragma: no cover - a Ray without them prints as before
         return
     for name, handle in list(getattr(streams, "handlers", [])):
-        if name != "ray_print_logs" or getattr(handle, "antssl_filtered", False):
-            continue
+        if name == "ray_print_logs" and not getattr(handle, "antssl_filtered", False):
+            streams.remove_handler(name)
+            streams.add_handler(name, _filtering(handle))
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is not None and not getattr(printer, "antssl_filtered", False):
+        ray_worker.print_to_stdstream = _filtering(printer)
 
-        def filtered(data: dict, _print=handle) -> None:  # type: ignore[type-arg]
-            if data.get("actor_name") in QUIET_RAY_ACTORS:
-                return
-            lines = [ln for ln in data.get("lines", []) if not is_known_ray_notice(ln)]
-            if lines:
-                _print({**data, "lines": lines})
 
-        filtered.antssl_filtered = True  # type: ignore[attr-defined]
-        streams.remove_handler(name)
-        streams.add_handler(name, filtered)
+def _filtering(print_lines: Callable[..., None]) -> Callable[..., None]:
+    """``print_lines(data, ...)`` for Ray's line batches (``data["lines"]``, with the
+    sender's ``pid`` and ``actor_name``) without the lines :func:`drop_known_ray_notices`
+    keeps off the console."""
+
+    def filtered(data: dict, *args: Any, **kwargs: Any) -> None:  # type: ignore[type-arg]
+        if data.get("actor_name") in QUIET_RAY_ACTORS:
+            return
+        lines = [ln for ln in data.get("lines", []) if not is_known_ray_notice(str(ln))]
+        if lines:
+            print_lines({**data, "lines": lines}, *args, **kwargs)
+
+    filtered.antssl_filtered = True  # type: ignore[attr-defined]
+    return filtered
 
 
 def is_known_ray_notice(line: str) -> bool:
-    """Whether a worker's console line is one of :data:`KNOWN_RAY_NOTICES`."""
+    """Whether a console line from another Ray process is one of :data:`KNOWN_RAY_NOTICES`."""
     return any(notice in line for notice in KNOWN_RAY_NOTICES)
 
 

@@ -126,3 +126,14 @@ def test_known_ray_notices_stay_off_the_console_and_other_worker_lines_do_not(
     assert f"ordinary line {tag}" in seen
     assert f"Actor {tag}" not in seen
     assert f"PlacementGroupCleanerMonitor: {tag}" not in seen
+
+    # The raylet's error messages to the driver reach the console through Ray's
+    # print_to_stdstream (as its listener thread calls it): the known ones stay off it.
+    from ray._private import worker as ray_worker
+
+    for line in (f"Task ServeController.graceful_shutdown failed. {tag}", f"other error {tag}"):
+        ray_worker.print_to_stdstream(
+            {"lines": [line], "pid": "raylet", "is_err": False}, ignore_prefix=False
+        )
+    out = capfd.readouterr().out
+    assert f"other error {tag}" in out and f"graceful_shutdown failed. {tag}" not in out

@@ -112,7 +112,7 @@ def quiet_ray() -> None:
 
 
 KNOWN_RAY_NOTICES = (
-    # Ray's core worker, at ERROR level from C++, on Ray Train's and Ray Data's own actors
+    # Ray's core worker, at ERROR level from C++, on Ray Train's own actor
     # (PreemptionWatcher): its restart could fail if its constructor arguments were lost
     # (ray-project/ray#53727). Not antssl's calls, nothing a user can act on; once per
     # pretraining run. (The same notice about Ray Data's MapWorker comes from the driver's

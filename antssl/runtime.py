@@ -39,8 +39,6 @@ def ensure_ray(config: Config, num_cpus: int | None = None) -> None:
         )
     logs_env = worker_log_env() if quiet else {"ANTSSL_VERBOSE": "1"}
     env: dict[str, object] = {"env_vars": {**storage.worker_env(config.storage), **logs_env}}
-    if quiet:
-        env["worker_process_setup_hook"] = "antssl.runtime.quiet_worker"
     address = os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
@@ -125,11 +123,13 @@ KNOWN_RAY_NOTICES = (
 )
 
 QUIET_RAY_ACTORS = (
-    # Ray Train's placement-group cleaner: besides its state-API warnings (silenced in the
-    # worker, NOISY_WORKER_LOGGERS), its monitor thread dies with a 25-line traceback
-    # ("ConnectionError: Found multiple active Ray instances") when another local Ray
-    # instance runs on the machine, e.g. `antssl serve` beside `antssl pretrain`. It only
-    # cleans up after a crashed controller; nothing in its output is the user's to act on.
+    # Ray Train's placement-group cleaner asks the state API, which a local instance without
+    # the dashboard does not serve, every few seconds ("Failed to query Ray Train Controller
+    # actor state. State API may be temporarily unavailable.": 47 of a demo's 105 lines),
+    # and its monitor thread dies with a 25-line traceback ("ConnectionError: Found multiple
+    # active Ray instances") when another local Ray instance runs on the machine, e.g.
+    # `antssl serve` beside `antssl pretrain`. It only cleans up after a crashed
+    # controller; nothing in its output is the user's to act on.
     "PlacementGroupCleaner",
 )
 
@@ -178,22 +178,6 @@ def _filtering(print_lines: Callable[..., None]) -> Callable[..., None]:
 def is_known_ray_notice(line: str) -> bool:
     """Whether a console line from another Ray process is one of :data:`KNOWN_RAY_NOTICES`."""
     return any(notice in line for notice in KNOWN_RAY_NOTICES)
-
-
-NOISY_WORKER_LOGGERS = (
-    # Ray Train's placement-group cleaner asks the state API, which a local instance without
-    # the dashboard does not serve, every few seconds: "Failed to query Ray Train Controller
-    # actor state. State API may be temporarily unavailable." (47 of a demo's 105 lines)
-    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
-)
-
-
-def quiet_worker() -> None:
-    """``worker_process_setup_hook`` of antssl's jobs (not with ``-v``): in every Ray worker,
-    Ray's own loggers that repeat internal state stay off the console (its log files
-    still have what it writes to them)."""
-    for name in NOISY_WORKER_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_train_worker() -> None:

@@ -76,15 +76,12 @@ WORKER = re.compile(r"^\((\w+) pid=\d+(?:, ip=[\d.]+)?\) ")  # Ray's prefix on w
 RAY_LOG = re.compile(r"^\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+")  # Ray's own format
 
 
-# Ray's C++ notice about Ray Train's PreemptionWatcher actor (ray#53727) is dropped by
-# runtime.drop_known_ray_notices, and the placement-group cleaner's "Failed to query Ray
-# Train Controller actor state" every few seconds is silenced (runtime.quiet_worker): no
-# line of Ray's is allowed here.
-
-
 def _foreign(line: str) -> bool:
     """Not an antssl line: a worker's line that is not antssl's (Ray's train workers,
-    controllers, Ray Data's coordinators), a line in Ray's log format, or known noise."""
+    controllers, Ray Data's coordinators), a line in Ray's log format, or known noise.
+    None is allowed: Ray's notice about Ray Train's PreemptionWatcher (ray#53727) and the
+    placement-group cleaner's state-API warnings are kept off the console by
+    runtime.drop_known_ray_notices."""
     text = ANSI.sub("", line)
     worker = WORKER.match(text)
     if worker:

@@ -81,10 +81,10 @@ def test_known_ray_notices_stay_off_the_console_and_other_worker_lines_do_not(
     ray_local: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Once quiet_ray has run, a worker's line holding one of Ray's known notices (ray#53727,
-    the serve controller's shutdown) and every line
-    of an actor named as Ray Train's placement-group cleaner stay off the driver's console;
-    other workers' lines still reach it (real Ray tasks and actors printing them;
-    tests/test_late_bad_scene.py checks a whole pretraining console)."""
+    the serve controller's shutdown) and every line of an actor named as Ray Train's
+    placement-group cleaner stay off the driver's console; other workers' lines still reach
+    it (real Ray tasks and actors printing them; tests/test_late_bad_scene.py checks a
+    whole pretraining console)."""
     import time
 
     import ray

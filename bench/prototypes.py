@@ -30,14 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sample_sweep as sw
 
 from antssl.config import TrainConfig
-from antssl.ssl import (
-    Augment,
-    augment_config,
-    build_model,
-    build_objective,
-    forward_step,
-    lr_lambda,
-)
+from antssl.ssl import build_objective
 
 PROB_TEMPERATURES = (0.05, 0.1, 0.2)
 
@@ -80,25 +73,14 @@ class SwAVShare(nn.Module):
 
 def train(t: TrainConfig, x: np.ndarray, k: int, share: float) -> tuple[nn.Module, SwAVShare]:
     """bench/sample_sweep.py's loop (AdamW, warm-up + cosine, forward_step) + prototypes."""
-    torch.manual_seed(t.seed)
-    model = build_model(t, x.shape[1])
-    loss_fn = SwAVShare(t.proj_dim, k, build_objective(t), share)
-    aug = Augment(augment_config(t))
-    params = [*model.parameters(), *loss_fn.parameters()]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
-    gen, pick = torch.Generator(), np.random.default_rng(t.seed)
-    tiles = torch.from_numpy(x)
-    model.train()
-    for step in range(t.steps):
-        gen.manual_seed(t.seed + 1_000_003 * step)
-        rows = torch.from_numpy(pick.integers(0, len(tiles), t.batch_size))
-        loss, _ = forward_step(model, loss_fn, aug, tiles[rows], gen, t.texture_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval(), loss_fn
+    made: list[SwAVShare] = []
+
+    def objective(cfg: TrainConfig) -> SwAVShare:
+        made.append(SwAVShare(cfg.proj_dim, k, build_objective(cfg), share))
+        return made[0]
+
+    scene = np.zeros(len(x), np.int64)  # one scene: no scene-aware option is on
+    return sw._train(t, x, scene, objective=objective), made[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,15 +335,19 @@ def _train(
     scene: np.ndarray,
     adversary_weight: float = 0.0,
     destripe: dict[str, float] | None = None,
+    objective: Callable[[TrainConfig], torch.nn.Module] = build_objective,
 ) -> torch.nn.Module:
-    """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step."""
+    """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step.
+
+    ``objective`` builds the loss (bench only: another objective); its parameters, if any,
+    are trained with the model's."""
     torch.manual_seed(t.seed)
     model = build_model(t, x.shape[1])
     if destripe:  # bench only: the destripe input stage with other widths
         model.prep = TileDestripe(**destripe)
-    loss_fn, aug = build_objective(t), Augment(augment_config(t))
+    loss_fn, aug = objective(t), Augment(augment_config(t))
     adversary = None
-    params = list(model.parameters())
+    params = list(model.parameters()) + list(loss_fn.parameters())
     if adversary_weight > 0:
         adversary = SceneAdversary(model.learned_dim, len(np.unique(scene)))
         params += list(adversary.parameters())

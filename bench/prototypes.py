@@ -1,16 +1,17 @@
 """Learned prototypes (SwAV-style) on the sample archive: rows and prototype probabilities.
 
-A trial for issue 13 (bench/RESULTS.md §5b, eighth round), not a project option: the
-default recipe (configs/sample.yaml's train section, the demo's budget) with a share of its
-SimCLR objective replaced by SwAV's swapped prediction of Sinkhorn-balanced prototype
-codes (Caron et al., NeurIPS 2020), K prototypes on the projection. Each model is scored
+A trial for issue 13 (bench/RESULTS.md §5b, ninth round), not a project option: the
+default recipe (configs/sample.yaml's train section; ``--steps`` overrides its budget)
+with a share of its SimCLR objective replaced by SwAV's swapped prediction of
+Sinkhorn-balanced prototype codes (Caron et al., NeurIPS 2020), K prototypes on the
+projection. Each model is scored
 twice on the validation and test sites, as bench/sample_sweep.py scores recipes: its
 stored rows (``model.embed``), and the softmax of its projections' cosine to the
 prototypes at temperature T — an unlabelled counterpart of a classifier's class
 probabilities, which bench/supervised_reference.py found to be the one representation at
 2x the same-scene chance.
 
-    python bench/prototypes.py --settings 32:0.5,64:0.5,32:0.75 --seeds 0,1,2
+    python bench/prototypes.py --settings 32:0.5 --steps 480 --seeds 0,1,2,3,4
 """
 
 from __future__ import annotations

@@ -52,16 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sample_sweep as sw
 
-from antssl.config import EvaluateConfig, load_config
+from antssl.config import load_config
 from antssl.evaluate import baselines
 from antssl.evaluate.features import (
-    Method,
     compute_methods,
     load_model,
     model_input,
     resolve_checkpoint,
 )
-from antssl.evaluate.scoring import kmeans_figures, retrieval_figures
 from antssl.evaluate.tileset import EvalTiles, load_tiles
 from antssl.ssl import SSLModel
 from antssl.ssl.model import build_model, build_model_from_spec
@@ -71,16 +69,9 @@ BATCH = 64
 
 
 def score(x: np.ndarray, t: EvalTiles, metric: str = "cosine") -> dict[str, float]:
-    """The evaluate stage's figures of one method's rows (k-means at k = classes)."""
-    k = len(np.unique(t.label))
-    ev = EvaluateConfig(kmeans_k=[k], kmeans_restarts=10, baselines=[])
-    m = Method("m", np.asarray(x, np.float32), metric)  # type: ignore[arg-type]
-    f = {**retrieval_figures(m, t, ev, None), **kmeans_figures(m, t, ev, None)}
-    return {
-        "p10": f["P@10 balanced"][0],
-        "same": f["same-scene rate@10"][0] / f["same-scene chance@10"][0],
-        "nmi": f[f"k={k} NMI"][0],
-    }
+    """bench/sample_sweep.py's figures of one method's rows, the rate as a multiple of chance."""
+    r = sw._score("m", np.asarray(x, np.float32), t, metric)
+    return {"p10": r["p10"], "same": r["same"] / r["chance"], "nmi": r["nmi"]}
 
 
 def scene_folds(label: np.ndarray, scene: np.ndarray, n: int = 3) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 
 from antssl import logs
 from antssl.config import Config, load_config
+from antssl.demo import DEMO_SCENES, run_demo
 from antssl.errors import AntsslError
 from antssl.stages import PIPELINE, STAGES, Stage, run_pipeline
 
@@ -82,8 +83,6 @@ def cmd_stream(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """The embedded default end to end: sample scenes, then the whole pipeline."""
-    from antssl.demo import run_demo
-
     start = time.perf_counter()
     cfg_path, outputs = run_demo(Path(args.dir), args.scenes, args.heldout_scenes)
     _print_outputs(outputs, time.perf_counter() - start)
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the embedded default end to end")
     d.add_argument("--dir", default="antssl-demo", help="folder for sample data and workspace")
-    d.add_argument("--scenes", type=int, default=3)
+    d.add_argument("--scenes", type=int, default=DEMO_SCENES, help="pretraining sample scenes")
     d.add_argument(
         "--heldout-scenes",
         type=int,

@@ -263,12 +263,12 @@ class TrainConfig(_Section):
         "2 x width x 2**stages values; embed_dim is then ignored).",
     )
     descriptor: Literal["none", "texture"] = Field(
-        "texture",
-        description="texture: the evaluate stage's hand-made texture descriptor (gradient "
-        "statistics, LBP, GLCM; 39 values per band, antssl.ssl.descriptor) of each tile as "
-        "the encoder sees it is appended to the learned embedding, standardised (feature "
-        "fusion; the embed stage, /v1/embed and the index carry it); none: the learned "
-        "embedding only (smaller rows, faster embedding on CPUs).",
+        "none",
+        description="With embedding: features, texture: the evaluate stage's hand-made "
+        "texture descriptor (gradient statistics, LBP, GLCM; 39 values per band, "
+        "antssl.ssl.descriptor) of each tile as the encoder sees it is appended to the learned "
+        "embedding, standardised (feature fusion; the embed stage, /v1/embed and the index "
+        "carry it; configs/moa.yaml); none: the learned embedding only.",
     )
     descriptor_weight: float = Field(
         0.5,
@@ -279,6 +279,33 @@ class TrainConfig(_Section):
     )
     objective: str = "simclr"
     temperature: float = Field(0.2, gt=0)
+    prototypes: int = Field(
+        32,
+        ge=0,
+        description="Learned prototypes on the projection (SwAV; antssl.ssl.model.Prototypes), "
+        "trained by prototype_weight's share of the objective. 0: none.",
+    )
+    prototype_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the objective that is SwAV's swapped prediction of the two "
+        "views' balanced prototype codes (antssl.ssl.objectives.swav_loss); the rest is "
+        "train.objective.",
+    )
+    embedding: Literal["features", "prototypes"] = Field(
+        "prototypes",
+        description="What the embed stage, /v1/embed and the index store for a tile: "
+        "prototypes: its softmax over the learned prototypes (train.prototypes values; "
+        "neighbours share surface types rather than scenes: bench/RESULTS.md §5b, tenth "
+        "round); features: the encoder's embedding (with train.descriptor appended).",
+    )
+    prototype_temperature: float = Field(
+        0.05,
+        gt=0,
+        description="With embedding: prototypes, the softmax temperature (lower: each tile "
+        "closer to one-hot on its nearest prototype).",
+    )
     texture_weight: float = Field(
         4.0,
         ge=0,
@@ -335,12 +362,33 @@ class TrainConfig(_Section):
     )
     seed: int = 0
 
+    @property
+    def swav_weight(self) -> float:
+        """The SwAV share of the objective: ``prototype_weight`` when the model has
+        prototypes, else 0."""
+        return float(self.prototype_weight) if self.prototypes else 0.0
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.warmup_steps >= self.steps:
             raise ValueError(
                 f"train.warmup_steps ({self.warmup_steps}) must be < train.steps ({self.steps})"
             )
+        if self.prototypes == 1:
+            raise ValueError("train.prototypes must be 0 (none) or >= 2, got 1")
+        if self.embedding == "prototypes":
+            if self.prototypes < 2 or self.prototype_weight <= 0:
+                raise ValueError(
+                    f"train.embedding: prototypes needs learned prototypes: train.prototypes "
+                    f">= 2 (got {self.prototypes}) and train.prototype_weight > 0 (got "
+                    f"{self.prototype_weight}); or set train.embedding: features"
+                )
+            if self.descriptor != "none":
+                raise ValueError(
+                    f"train.descriptor: {self.descriptor} is appended to the features, which "
+                    "train.embedding: prototypes does not store; set train.embedding: features "
+                    "to keep it, or train.descriptor: none"
+                )
         if self.batch_size < 2 * self.num_workers:
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must give each of the "

@@ -227,7 +227,9 @@ def train_rates(cfg: Any, cat: Any, infos: Any, stats: BandStats, steps: int) ->
     gen = torch.Generator().manual_seed(0)
 
     def step(x: torch.Tensor) -> None:
-        loss, _ = forward_step(model, loss_fn, augment, x, gen, t.texture_weight)
+        loss, _ = forward_step(
+            model, loss_fn, augment, x, gen, t.texture_weight, prototype_weight=t.swav_weight
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

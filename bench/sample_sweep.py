@@ -315,8 +315,10 @@ def _train_config(recipe: str, seed: int, steps: int | None) -> tuple[TrainConfi
     (``adversary``: antssl.ssl.adversary.SceneAdversary, a bench-only option)."""
     base = yaml.safe_load((ROOT / "configs/sample.yaml").read_text())["train"]
     over = copy.deepcopy(RECIPES[recipe])
-    if recipe != "default":  # the named recipes predate train.descriptor unless they set it
+    if recipe != "default":  # the named recipes predate train.descriptor and prototypes
         over.setdefault("descriptor", "none")
+        over.setdefault("prototypes", 0)
+        over.setdefault("embedding", "features")
     norm = over.pop("norm", "dataset")
     adversary = float(over.pop("adversary", 0.0))
     over.pop("coarsen", None)  # read by the loop in run()
@@ -335,19 +337,15 @@ def _train(
     scene: np.ndarray,
     adversary_weight: float = 0.0,
     destripe: dict[str, float] | None = None,
-    objective: Callable[[TrainConfig], torch.nn.Module] = build_objective,
 ) -> torch.nn.Module:
-    """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step.
-
-    ``objective`` builds the loss (bench only: another objective); its parameters, if any,
-    are trained with the model's."""
+    """The Ray loop's recipe on tiles in memory: AdamW, warm-up + cosine, forward_step."""
     torch.manual_seed(t.seed)
     model = build_model(t, x.shape[1])
     if destripe:  # bench only: the destripe input stage with other widths
         model.prep = TileDestripe(**destripe)
-    loss_fn, aug = objective(t), Augment(augment_config(t))
+    loss_fn, aug = build_objective(t), Augment(augment_config(t))
     adversary = None
-    params = list(model.parameters()) + list(loss_fn.parameters())
+    params = list(model.parameters())
     if adversary_weight > 0:
         adversary = SceneAdversary(model.learned_dim, len(np.unique(scene)))
         params += list(adversary.parameters())
@@ -363,7 +361,7 @@ def _train(
         loss, _ = forward_step(
             model, loss_fn, aug, tiles[rows], gen, t.texture_weight,
             scenes[rows], t.cross_scene_weight, adversary, adversary_weight,
-            t.scene_negatives_weight,
+            t.scene_negatives_weight, t.swav_weight,
         )  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -122,7 +122,7 @@ def ray_local(s3_endpoint: str) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def demo_service(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Iterator[dict]:
     """`antssl serve` started exactly as the README says, on the demo's data (``make demo``'s
-    three sample scenes, tiled, embedded and clustered with :data:`TINY_TRAIN`): its own
+    first three sample scenes, tiled, embedded and clustered with :data:`TINY_TRAIN`): its own
     local Ray, the default replicas and CPUs, only ``--port`` chosen. One per session,
     shared by tests/test_serve_readme.py and tests/test_viewer.py."""
     import signal
@@ -135,7 +135,7 @@ def demo_service(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> I
     from antssl.stages import cluster, embed, pretrain, tiles
 
     root = tmp_path_factory.mktemp("demo")
-    cfg_path = write_sample(root / "sample", n_scenes=3)  # the scenes `make demo` writes
+    cfg_path = write_sample(root / "sample", n_scenes=3)  # the first of `make demo`'s scenes
     data = yaml.safe_load(cfg_path.read_text())
     data.update(
         train=TINY_TRAIN,

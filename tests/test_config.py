@@ -130,3 +130,18 @@ def test_the_sample_config_and_the_demo_train_with_the_default_recipe(tmp_path: 
     # the default is the recipe chosen in bench/RESULTS.md 5b
     assert (default.input_norm, default.pool, default.texture_weight) == ("destripe", "stats", 4.0)
     assert default.augment.stretch_prob > 0 and default.augment.resolution_max == 4.0
+
+
+def test_the_readme_config_and_the_shipped_configs_are_valid() -> None:
+    """What a user copies: the README's example config, and configs/*.yaml as shipped."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("A config (all keys", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_config(yaml.safe_load(block), "README.md")
+    assert cfg.train.embedding == "prototypes" and cfg.train.prototypes == 32
+    for path in sorted((root / "configs").glob("*.yaml")):
+        parse_config(yaml.safe_load(path.read_text()), str(path))
+    moa = parse_config(yaml.safe_load((root / "configs/moa.yaml").read_text()))
+    assert moa.train.embedding == "features" and moa.train.descriptor == "texture"

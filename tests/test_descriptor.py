@@ -14,7 +14,7 @@ from antssl.ssl import build_model_from_spec
 from antssl.ssl.descriptor import TextureDescriptor, descriptor_dim, texture_descriptor
 from antssl.ssl.model import build_model, model_spec
 
-TINY = {"width": 4, "depth": 1, "backbone": "resnet_small"}
+TINY = {"width": 4, "depth": 1, "backbone": "resnet_small", "embedding": "features"}
 
 
 def _tiles(n: int, bands: int, size: int = 32, seed: int = 0) -> np.ndarray:

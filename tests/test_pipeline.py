@@ -12,11 +12,9 @@ import yaml
 
 from antssl import catalog, store, workspace
 from antssl.cli import main
-from antssl.config import load_config
+from antssl.config import TrainConfig, load_config
 from antssl.demo import sample_config
 from antssl.errors import ConfigError, StorageError
-from antssl.ssl.backbones import stats_dim
-from antssl.ssl.descriptor import descriptor_dim
 from antssl.stages import cluster, embed
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -73,9 +71,12 @@ def test_pipeline_then_scale_out(tmp_path: Path, capsys, monkeypatch) -> None:
     group = store.open_group(workspace.embeddings_uri(cfg), cfg.storage)
     labels = group["cluster"][:]
     n1 = len(labels)
-    # the default stats pool (2 x width x 2**stages) + the default texture descriptor
+    # the default embedding: each tile's softmax over the default 32 learned prototypes
     dim = group["embedding"].shape[1]
-    assert dim == stats_dim("resnet_small", FAST["train"]["width"]) + descriptor_dim("texture", 3)
+    assert dim == TrainConfig().prototypes == 32
+    rows = group["embedding"][:]
+    assert (rows >= 0).all()
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0, atol=1e-4)
     assert (labels >= 0).all() and group["centroids"].shape == (3, dim)
     # the cluster map: scene CRS, one pixel per stride, value = the tile's cluster
     cat = catalog.read(workspace.catalog_uri(cfg), cfg.storage)

@@ -23,7 +23,14 @@ from antssl.ssl import (
 
 STRIDE = {"resnet_small": 8, "resnet18": 16}
 # the model before the defaults learned surface, not scene: what the optional spec keys omit
-PLAIN = {"input_norm": "dataset", "pool": "avg", "texture_weight": 0.0, "descriptor": "none"}
+PLAIN = {
+    "input_norm": "dataset",
+    "pool": "avg",
+    "texture_weight": 0.0,
+    "descriptor": "none",
+    "prototypes": 0,
+    "embedding": "features",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -156,6 +163,7 @@ def test_stats_pool_is_mean_and_std_of_the_stem_and_every_stage(name: str) -> No
         pool="stats",
         input_norm="dataset",
         descriptor="none",
+        embedding="features",
     )
     spec = model_spec(cfg, 2)
     stages = 3 if name == "resnet_small" else 4
@@ -236,7 +244,13 @@ def test_destripe_input_norm_takes_stripes_out_and_keeps_structure() -> None:
 
 def test_destripe_model_spec_round_trips_and_embeds_striped_tiles_alike() -> None:
     cfg = TrainConfig(
-        width=8, depth=1, embed_dim=16, input_norm="destripe", pool="stats", descriptor="none"
+        width=8,
+        depth=1,
+        embed_dim=16,
+        input_norm="destripe",
+        pool="stats",
+        descriptor="none",
+        embedding="features",
     )
     spec = json.loads(json.dumps(model_spec(cfg, 2)))
     assert spec["input_norm"] == "destripe"

@@ -31,6 +31,8 @@ from antssl.ssl import (
     gather_with_grad,
     nt_xent_loss,
     rank,
+    sinkhorn_codes,
+    swav_loss,
     vicreg_loss,
     world_size,
 )
@@ -164,6 +166,13 @@ def _worker(r: int, port: int, out_dir: str) -> None:
         (gathered * z2).sum().backward()
         res["gathered"], res["gather_grad"] = gathered.detach(), x.grad
         res["mean"] = all_reduce_mean(torch.tensor([float(r)]))
+        # SwAV: codes balanced over the global batch (uneven shares), the loss and its grads
+        s1, s2 = (torch.tanh(s) for s in pair(N, 4, seed=5))
+        res["codes"] = sinkhorn_codes(s1[uneven])
+        a, b = s1[half].clone().requires_grad_(), s2[half].clone().requires_grad_()
+        loss = swav_loss(a, b)
+        loss.backward()
+        res["swav"] = (loss.detach(), a.grad, b.grad)
         torch.save(res, Path(out_dir) / f"rank{r}.pt")
     finally:
         dist.destroy_process_group()
@@ -204,6 +213,15 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
         assert torch.equal(x["gathered"], z1)
         assert x["mean"].item() == 0.5
     torch.testing.assert_close(torch.cat([x["gather_grad"] for x in res]), 2 * z2)
+    # the distributed Sinkhorn gives the single-process codes of the whole batch
+    s1, s2 = (torch.tanh(s) for s in pair(N, 4, seed=5))
+    torch.testing.assert_close(torch.cat([x["codes"] for x in res]), sinkhorn_codes(s1))
+    a, b = s1.clone().requires_grad_(), s2.clone().requires_grad_()
+    full = swav_loss(a, b)
+    full.backward()
+    torch.testing.assert_close(torch.stack([x["swav"][0] for x in res]).mean(), full.detach())
+    torch.testing.assert_close(torch.cat([x["swav"][1] for x in res]) / 2, a.grad)
+    torch.testing.assert_close(torch.cat([x["swav"][2] for x in res]) / 2, b.grad)
 
 
 def test_cross_scene_neighbours_pick_the_nearest_tile_of_another_scene() -> None:
@@ -227,6 +245,7 @@ def _tiny_step() -> tuple[Any, torch.Tensor, Any, Any]:
     from antssl.ssl import Augment, AugmentConfig, build_model, forward_step
 
     cfg = TrainConfig(width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=0.0)
+    torch.manual_seed(0)  # weights that do not depend on the tests run before
     model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
     aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
     x = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -333,7 +352,13 @@ def test_forward_step_adds_the_weighted_adversary_loss() -> None:
     from antssl.ssl.adversary import SceneAdversary
 
     cfg = TrainConfig(
-        width=4, depth=1, embed_dim=8, proj_dim=8, texture_weight=1.0, descriptor="none"
+        width=4,
+        depth=1,
+        embed_dim=8,
+        proj_dim=8,
+        texture_weight=1.0,
+        descriptor="none",
+        embedding="features",
     )
     model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
     adv = SceneAdversary(model.embed_dim, 2)

@@ -15,13 +15,22 @@ from antssl.ssl.distributed import (
     rank,
     world_size,
 )
-from antssl.ssl.model import SPEC_KEYS, SSLModel, build_model, build_model_from_spec, model_spec
+from antssl.ssl.model import (
+    SPEC_KEYS,
+    Prototypes,
+    SSLModel,
+    build_model,
+    build_model_from_spec,
+    model_spec,
+)
 from antssl.ssl.objectives import (
     OBJECTIVES,
     SimCLRLoss,
     VICRegLoss,
     build_objective,
     nt_xent_loss,
+    sinkhorn_codes,
+    swav_loss,
     vicreg_loss,
 )
 from antssl.ssl.step import augment_config, cross_scene_neighbours, forward_step, lr_lambda
@@ -34,6 +43,7 @@ __all__ = [
     "SPEC_KEYS",
     "Augment",
     "AugmentConfig",
+    "Prototypes",
     "ResNet",
     "SSLModel",
     "SimCLRLoss",
@@ -59,6 +69,8 @@ __all__ = [
     "rank",
     "read_meta",
     "save_checkpoint",
+    "sinkhorn_codes",
+    "swav_loss",
     "texture_loss",
     "texture_target_dim",
     "texture_targets",

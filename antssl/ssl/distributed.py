@@ -111,3 +111,13 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     out = x.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / world_size()
+
+
+def all_reduce_sum_(x: Tensor) -> Tensor:
+    """Sum ``x`` over ranks in place (no gradient); ``x`` unchanged outside a process group.
+
+    Returns ``x``. Every rank must call it with a tensor of the same shape.
+    """
+    if world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

@@ -11,10 +11,14 @@ model: ``backbone``, ``in_bands``, ``width``, ``depth``, ``embed_dim``,
 ``"dataset"``), ``pool`` (:data:`~antssl.ssl.backbones.POOLS`; absent means ``"avg"``) and
 ``texture_head`` (a training-only head regressing :mod:`antssl.ssl.texture` statistics;
 absent means none), ``descriptor`` and ``descriptor_weight`` (a hand-made texture
-descriptor appended to the embedding, :mod:`antssl.ssl.descriptor`; absent means none), so
-older checkpoints load unchanged. The spec's ``embed_dim`` is the size of what the model
-embeds: with ``pool: stats`` the size the pooling gives, whatever the config asked for,
-plus the descriptor's values. Checkpoints store it next to the weights.
+descriptor appended to the embedding, :mod:`antssl.ssl.descriptor`; absent means none),
+``prototypes`` (learned prototypes on the projection, :class:`Prototypes`; absent means
+none), ``embedding`` (:data:`EMBEDDINGS`; absent means ``"features"``),
+``prototype_temperature`` and ``feature_dim``, so older checkpoints load unchanged. The
+spec's ``embed_dim`` is the size of what the model embeds: the features (with ``pool:
+stats`` the size the pooling gives, whatever the config asked for, plus the descriptor's
+values), or with ``embedding: prototypes`` the number of prototypes, the features' size
+then in ``feature_dim``. Checkpoints store it next to the weights.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from antssl.ssl.descriptor import DESCRIPTORS, TextureDescriptor, descriptor_dim
 from antssl.ssl.texture import texture_target_dim
 
 __all__ = [
+    "EMBEDDINGS",
     "INPUT_NORMS",
     "OPTIONAL_SPEC_KEYS",
     "SPEC_KEYS",
+    "Prototypes",
     "SSLModel",
     "TileDestripe",
     "TileStandardize",
@@ -52,6 +58,10 @@ OPTIONAL_SPEC_KEYS: dict[str, Any] = {
     "texture_head": False,
     "descriptor": "none",
     "descriptor_weight": 1.0,
+    "prototypes": 0,
+    "embedding": "features",
+    "prototype_temperature": 0.05,
+    "feature_dim": None,
 }
 """Optional spec keys and the value their absence means: a spec holds one only when it
 differs from the default, so specs (and checkpoints) written before the key existed load
@@ -145,6 +155,54 @@ illumination cannot be learned as a feature, only structure can; ``destripe``: d
 striping taken out first (:class:`TileDestripe`), then standardised per tile."""
 
 
+EMBEDDINGS: tuple[str, ...] = ("features", "prototypes")
+"""What :meth:`SSLModel.embed` returns: ``features``: the encoder's embedding (and the
+appended descriptor); ``prototypes``: each tile's softmax over the learned prototypes
+(:meth:`Prototypes.probabilities`), a K-value description of which learned surface types the
+tile resembles (bench/RESULTS.md §5b, ninth and tenth rounds)."""
+
+
+class Prototypes(nn.Module):
+    """``k`` learned unit vectors on the projection sphere (SwAV's prototypes: Caron et al.,
+    "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments", NeurIPS
+    2020). :func:`~antssl.ssl.objectives.swav_loss` trains them; the embedding can be a
+    tile's softmax over them (``embedding: prototypes``).
+
+    Args:
+        k: Number of prototypes (>= 2).
+        dim: Size of the projection.
+        temperature: ``T`` of :meth:`probabilities` (the embedding; not the loss's).
+    """
+
+    def __init__(self, k: int, dim: int, temperature: float = 0.05) -> None:
+        super().__init__()
+        if k < 2 or not temperature > 0:
+            raise ConfigError(
+                f"prototypes need k >= 2 and a temperature > 0, got k={k}, T={temperature}"
+            )
+        self.weight = nn.Parameter(F.normalize(torch.randn(k, dim), dim=1))
+        self.temperature = float(temperature)
+
+    @property
+    def k(self) -> int:
+        return int(self.weight.shape[0])
+
+    @torch.no_grad()
+    def renormalise(self) -> None:
+        """Put every prototype back on the unit sphere (SwAV does it before each step)."""
+        self.weight.copy_(F.normalize(self.weight, dim=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Cosine of projections ``z`` ``(B, d)`` to every prototype: ``(B, k)`` float32
+        (computed in float32 even under autocast: the loss divides it by a small ε)."""
+        with torch.autocast(z.device.type, enabled=False):
+            return F.normalize(z.float(), dim=1) @ F.normalize(self.weight.float(), dim=1).T
+
+    def probabilities(self, z: Tensor) -> Tensor:
+        """``softmax(cos(z, prototypes) / T)``: ``(B, k)`` float32, rows summing to 1."""
+        return F.softmax(self(z) / self.temperature, dim=1)
+
+
 class SSLModel(nn.Module):
     """Encoder + projection head.
 
@@ -160,6 +218,9 @@ class SSLModel(nn.Module):
             :class:`~antssl.ssl.descriptor.TextureDescriptor` of the prepared tile to what
             :meth:`embed` returns (the head and the objective see the learned part only).
         descriptor_weight: The descriptor block's share against the learned block's.
+        prototypes: Learned prototypes on the projection (0: none), :class:`Prototypes`.
+        embedding: :data:`EMBEDDINGS`: what :meth:`embed` returns.
+        prototype_temperature: ``T`` of the prototype probabilities.
     """
 
     def __init__(
@@ -171,6 +232,9 @@ class SSLModel(nn.Module):
         texture_dim: int = 0,
         descriptor: str = "none",
         descriptor_weight: float = 1.0,
+        prototypes: int = 0,
+        embedding: str = "features",
+        prototype_temperature: float = 0.05,
     ) -> None:
         super().__init__()
         if input_norm not in INPUT_NORMS:
@@ -209,23 +273,45 @@ class SSLModel(nn.Module):
                 raise ConfigError("descriptor: texture needs an encoder that states in_bands")
             self.descriptor = TextureDescriptor(in_bands, embed_dim, descriptor_weight)
             self.embed_dim += self.descriptor.dim
+        self.feature_dim = self.embed_dim  # what embed() returns with embedding: features
+        self.prototypes: Prototypes | None = None
+        if prototypes:
+            self.prototypes = Prototypes(prototypes, proj_dim, prototype_temperature)
+        if embedding not in EMBEDDINGS:
+            raise ConfigError(
+                f"unknown embedding {embedding!r}; set train.embedding to one of: "
+                + ", ".join(EMBEDDINGS)
+            )
+        if embedding == "prototypes":
+            if self.prototypes is None:
+                raise ConfigError(
+                    "embedding: prototypes needs learned prototypes; set train.prototypes "
+                    "(e.g. 32), or train.embedding: features"
+                )
+            self.embed_dim = self.prototypes.k
+        self.embedding = embedding
 
     def forward(
-        self, x: Tensor, texture: bool = False, embedding: bool = False
+        self,
+        x: Tensor,
+        texture: bool = False,
+        embedding: bool = False,
+        prototypes: bool = False,
     ) -> Tensor | tuple[Tensor, ...]:
         """Projections ``(B, proj_dim)`` float32 of tiles ``x`` ``(B, C, H, W)`` float32.
 
-        With ``texture=True`` (a model with a texture head) and/or ``embedding=True``, a
-        tuple: the projections, then the texture predictions, then the embeddings ``h``
-        (for a training-only head on them, e.g. :class:`~antssl.ssl.adversary.SceneAdversary`):
-        one forward call, so DDP sees every parameter used.
+        With ``texture=True`` (a model with a texture head), ``embedding=True`` and/or
+        ``prototypes=True`` (a model with prototypes), a tuple: the projections, then the
+        texture predictions, then the embeddings ``h`` (for a training-only head on them,
+        e.g. :class:`~antssl.ssl.adversary.SceneAdversary`), then the projections' cosine to
+        the prototypes ``(B, k)``: one forward call, so DDP sees every parameter used.
         """
         prepared = self.prep(x)
         h = self.encoder(prepared)
         if self.descriptor is not None and self.training:
             # its running statistics follow the training views; a few per batch suffice
             self.descriptor(prepared[: self.descriptor.stats_rows])
-        if not texture and not embedding:
+        if not texture and not embedding and not prototypes:
             return self.head(h)
         out = [self.head(h)]
         if texture:
@@ -234,6 +320,10 @@ class SSLModel(nn.Module):
             out.append(self.texture_head(h))
         if embedding:
             out.append(h)
+        if prototypes:
+            if self.prototypes is None:
+                raise ConfigError("this model has no prototypes (train.prototypes is 0)")
+            out.append(self.prototypes(out[0]))
         return tuple(out)
 
     def embed(self, x: Tensor) -> Tensor:
@@ -241,8 +331,20 @@ class SSLModel(nn.Module):
 
         Call ``model.eval()`` (and ``torch.no_grad()``) first when embedding a
         dataset, so BatchNorm uses its running statistics. With a descriptor, the learned
-        embedding then the descriptor's values (``embed_dim`` counts both).
+        embedding then the descriptor's values (``embed_dim`` counts both); with
+        ``embedding: prototypes``, the softmax over the prototypes ``(B, k)`` instead.
         """
+        return self.features(x) if self.embedding == "features" else self.probabilities(x)
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Each tile's softmax over the learned prototypes: ``(B, k)`` float32."""
+        if self.prototypes is None:
+            raise ConfigError("this model has no prototypes (train.prototypes is 0)")
+        return self.prototypes.probabilities(self.head(self.encoder(self.prep(x))))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The encoder's embedding (then the descriptor's values, when appended):
+        ``(B, feature_dim)`` float32, whatever ``embedding`` says."""
         prepared = self.prep(x)
         out: Tensor = self.encoder(prepared)
         if self.descriptor is not None:
@@ -266,6 +368,12 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "texture_head": cfg.texture_weight > 0,
         "descriptor": cfg.descriptor,
         "descriptor_weight": float(cfg.descriptor_weight) if cfg.descriptor != "none" else 1.0,
+        "prototypes": cfg.prototypes,
+        "embedding": cfg.embedding,
+        "prototype_temperature": (
+            float(cfg.prototype_temperature) if cfg.embedding == "prototypes" else 0.05
+        ),
+        "feature_dim": None,
     }
     for key, default in OPTIONAL_SPEC_KEYS.items():
         if values[key] != default:
@@ -273,6 +381,8 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
     if cfg.pool == "stats":  # the pooling fixes the embedding size
         spec["embed_dim"] = stats_dim(cfg.backbone, cfg.width)
     spec["embed_dim"] += descriptor_dim(cfg.descriptor, int(in_bands))
+    if cfg.embedding == "prototypes":  # embed() returns the probabilities
+        spec["feature_dim"], spec["embed_dim"] = spec["embed_dim"], cfg.prototypes
     return spec
 
 
@@ -300,8 +410,22 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
             f"model spec descriptor must be one of: {', '.join(DESCRIPTORS)}; "
             f"got {opt['descriptor']!r}"
         )
+    if opt["embedding"] not in EMBEDDINGS:
+        raise ConfigError(
+            f"model spec embedding must be one of: {', '.join(EMBEDDINGS)}; "
+            f"got {opt['embedding']!r}"
+        )
+    features = spec["embed_dim"]
+    if opt["embedding"] == "prototypes":
+        if not isinstance(opt["feature_dim"], int) or opt["prototypes"] != spec["embed_dim"]:
+            raise ConfigError(
+                "invalid model spec: embedding: prototypes needs feature_dim (an integer) and "
+                f"embed_dim equal to prototypes; got feature_dim {opt['feature_dim']!r}, "
+                f"embed_dim {spec['embed_dim']!r}, prototypes {opt['prototypes']!r}"
+            )
+        features = opt["feature_dim"]
     extra = descriptor_dim(opt["descriptor"], spec["in_bands"])
-    learned = spec["embed_dim"] - extra  # the encoder's own embedding
+    learned = features - extra  # the encoder's own embedding
     encoder = build_backbone(
         spec["backbone"],
         spec["in_bands"],
@@ -319,6 +443,9 @@ def build_model_from_spec(spec: dict[str, Any]) -> SSLModel:
         texture_dim,
         opt["descriptor"],
         float(opt["descriptor_weight"]),
+        int(opt["prototypes"]),
+        opt["embedding"],
+        float(opt["prototype_temperature"]),
     )
 
 

@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
-from antssl.ssl.distributed import all_gather_sizes, gather_with_grad, rank, world_size
+from antssl.ssl.distributed import (
+    all_gather_sizes,
+    all_reduce_sum_,
+    gather_with_grad,
+    rank,
+    world_size,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -29,6 +35,8 @@ __all__ = [
     "covariance_loss",
     "invariance_loss",
     "nt_xent_loss",
+    "sinkhorn_codes",
+    "swav_loss",
     "variance_loss",
     "vicreg_loss",
 ]
@@ -182,6 +190,49 @@ def scene_conditional_nt_xent(
     if not bool(counted.any()):
         return z.sum() * 0.0
     return F.cross_entropy(sim[counted], pos[counted])
+
+
+def _full(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is in a half precision (autocast), else unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@torch.no_grad()
+def sinkhorn_codes(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
+    """Soft codes ``(n, k)`` of the batch's prototype scores ``(n, k)``, every prototype
+    used equally over the *global* batch: SwAV's Sinkhorn-Knopp step (Caron et al.,
+    NeurIPS 2020, eq. (3) and their ``distributed_sinkhorn``). Under torch.distributed the
+    row and total sums are summed over ranks, so the codes are those of the whole batch
+    (equal local batches not required). Rows of the result sum to 1; no gradient.
+    """
+    if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 2:
+        raise ValueError(f"expected scores (n >= 1, k >= 2), got {tuple(scores.shape)}")
+    q = torch.exp(_full(scores.detach()) / eps).T  # (k, n); cosines: at most exp(1 / eps)
+    k = q.shape[0]
+    n_total = all_reduce_sum_(torch.tensor(float(q.shape[1]), device=q.device))
+    q /= all_reduce_sum_(q.sum())
+    for _ in range(iters):
+        q /= all_reduce_sum_(q.sum(dim=1, keepdim=True)) * k  # each prototype: mass 1/k
+        q /= q.sum(dim=0, keepdim=True) * n_total  # each sample: mass 1/N
+    return (q * n_total).T
+
+
+def swav_loss(s1: Tensor, s2: Tensor, tau: float = 0.1, eps: float = 0.05) -> Tensor:
+    """SwAV's swapped prediction (Caron et al., NeurIPS 2020, eq. (1)-(2)): each view's
+    prototype scores ``(n, k)`` (cosines) predict the other view's Sinkhorn codes::
+
+        -0.5 · mean[ sum_k q2 log softmax(s1 / tau) + sum_k q1 log softmax(s2 / tau) ]
+
+    The codes (:func:`sinkhorn_codes`, ε ``eps``) span every rank's batch; the mean is over
+    the local tiles (DDP averages it over ranks). Returns a scalar (float32 for half inputs).
+    """
+    _check_pair(s1, s2)
+    s1, s2 = _full(s1), _full(s2)
+    q1, q2 = sinkhorn_codes(s1, eps), sinkhorn_codes(s2, eps)
+    return -0.5 * (
+        (q1 * F.log_softmax(s2 / tau, dim=1)).sum(1).mean()
+        + (q2 * F.log_softmax(s1 / tau, dim=1)).sum(1).mean()
+    )
 
 
 class SimCLRLoss(nn.Module):

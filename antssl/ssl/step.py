@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.augment import Augment, AugmentConfig
-from antssl.ssl.objectives import scene_conditional_nt_xent
+from antssl.ssl.model import Prototypes
+from antssl.ssl.objectives import scene_conditional_nt_xent, swav_loss
 from antssl.ssl.texture import texture_loss
 
 
@@ -68,6 +69,7 @@ def forward_step(
     adversary: nn.Module | None = None,
     adversary_weight: float = 0.0,
     scene_negatives_weight: float = 0.0,
+    prototype_weight: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Two augmented views of ``x`` → ``(loss, z1)``; bf16 autocast when ``x`` is on CUDA.
 
@@ -90,23 +92,39 @@ def forward_step(
     With ``scene_negatives_weight`` w > 0 and ``scene`` ids, the objective becomes
     ``(1 - w) · loss + w · scene_conditional_nt_xent(z1, z2, scene)``: a share of the
     contrast is made among tiles of one scene only, where scene identity cannot help.
+
+    With ``prototype_weight`` w > 0 (a model with prototypes), the objective becomes
+    ``(1 - w) · loss(z1, z2) + w · swav_loss(s1, s2)``: a share of it is SwAV's swapped
+    prediction of the views' balanced prototype codes
+    (:func:`~antssl.ssl.objectives.swav_loss`), which trains the prototypes that
+    ``embedding: prototypes`` describes tiles by.
     """
     v1, v2 = augment.two_views(x, generator)
     amp = x.device.type == "cuda"
     cross = cross_scene_weight > 0 and scene is not None
     adv = adversary is not None and adversary_weight > 0 and scene is not None
+    swav = prototype_weight > 0
+    if swav and model.training:  # back on the unit sphere before the step, as SwAV does
+        protos = getattr(getattr(model, "module", model), "prototypes", None)
+        if not isinstance(protos, Prototypes):
+            raise ConfigError("prototype_weight > 0 needs a model with train.prototypes >= 2")
+        protos.renormalise()
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        if texture_weight <= 0 and not adv:
+        if texture_weight <= 0 and not adv and not swav:
             z1, z2 = model(v1), model(v2)
         else:
-            out1 = model(v1, texture=texture_weight > 0, embedding=adv)
-            out2 = model(v2, texture=texture_weight > 0, embedding=adv)
+            kw = {"texture": texture_weight > 0, "embedding": adv, "prototypes": swav}
+            out1, out2 = model(v1, **kw), model(v2, **kw)
             z1, z2 = out1[0], out2[0]
             if texture_weight > 0:
                 p1, p2 = out1[1], out2[1]
             if adv:
-                h = torch.cat([out1[-1], out2[-1]])
+                i = 2 if texture_weight > 0 else 1  # after the projections and predictions
+                h = torch.cat([out1[i], out2[i]])
         loss = loss_fn(z1.float(), z2.float())
+        if swav:
+            w = float(prototype_weight)
+            loss = (1 - w) * loss + w * swav_loss(out1[-1], out2[-1])
         if cross:
             nn_idx = cross_scene_neighbours(z1, scene)  # type: ignore[arg-type]
             w = float(cross_scene_weight)

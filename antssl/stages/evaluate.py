@@ -171,7 +171,14 @@ def _names(config: Config) -> dict[int, str] | None:
 
 
 def _describe_embedding(model: SSLModel) -> str:
-    """What the encoder's rows hold, for the report (learned values, appended descriptor)."""
+    """What the encoder's rows hold, for the report (learned values, appended descriptor,
+    or the prototype probabilities)."""
+    if model.embedding == "prototypes" and model.prototypes is not None:
+        return (
+            f"each tile's softmax over {model.prototypes.k} learned prototypes (T "
+            f"{model.prototypes.temperature:g}; train.embedding: prototypes; random_backbone: "
+            f"the same with random weights and prototypes)"
+        )
     out = f"{model.learned_dim} learned values"
     if model.descriptor is not None:
         out += (

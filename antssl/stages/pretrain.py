@@ -453,6 +453,7 @@ def train_loop(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 None if scene is None else scene.long(),
                 t.cross_scene_weight,
                 scene_negatives_weight=t.scene_negatives_weight,
+                prototype_weight=t.swav_weight,
             )
             if not torch.isfinite(loss):
                 if rank == 0:

@@ -293,6 +293,12 @@ class TrainConfig(_Section):
         "views' balanced prototype codes (antssl.ssl.objectives.swav_loss); the rest is "
         "train.objective.",
     )
+    prototype_balance: Literal["batch", "scene"] = Field(
+        "batch",
+        description="How SwAV's Sinkhorn step balances the prototype codes: batch: every "
+        "prototype used equally over the batch (SwAV); scene: equally within each scene of "
+        "the batch, so no prototype can stand for one scene.",
+    )
     embedding: Literal["features", "prototypes"] = Field(
         "prototypes",
         description="What the embed stage, /v1/embed and the index store for a tile: "
@@ -301,10 +307,12 @@ class TrainConfig(_Section):
         "round); features: the encoder's embedding (with train.descriptor appended).",
     )
     prototype_temperature: float = Field(
-        0.05,
+        0.02,
         gt=0,
         description="With embedding: prototypes, the softmax temperature (lower: each tile "
-        "closer to one-hot on its nearest prototype).",
+        "closer to one-hot on its nearest prototype, fewer same-scene neighbours, slightly "
+        "lower P@10; 0.02 chosen on the sample archive's validation site: bench/RESULTS.md "
+        "§5b, eleventh round).",
     )
     texture_weight: float = Field(
         4.0,
@@ -367,6 +375,16 @@ class TrainConfig(_Section):
         """The SwAV share of the objective: ``prototype_weight`` when the model has
         prototypes, else 0."""
         return float(self.prototype_weight) if self.prototypes else 0.0
+
+    @property
+    def needs_scene_ids(self) -> bool:
+        """Whether the training step needs each tile's scene (cross-scene positives,
+        scene-conditional negatives, per-scene prototype codes)."""
+        return (
+            self.cross_scene_weight > 0
+            or self.scene_negatives_weight > 0
+            or (self.swav_weight > 0 and self.prototype_balance == "scene")
+        )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -498,7 +516,11 @@ class IndexConfig(_Section):
         None, ge=1, description="hnsw candidate list per query; unset: calibrated."
     )
     target_recall: float = Field(
-        0.97, gt=0, le=1, description="recall@10 the calibrated search setting must reach."
+        0.97,
+        gt=0,
+        le=1,
+        description="recall@10 the calibrated search setting must reach (a returned tile "
+        "tied with the exact 10th neighbour, to 1e-5 in cosine, counts as found).",
     )
     recall_queries: int = Field(
         200, ge=10, description="Stored tiles used as queries to measure recall@10 vs exact."

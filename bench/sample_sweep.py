@@ -361,7 +361,7 @@ def _train(
         loss, _ = forward_step(
             model, loss_fn, aug, tiles[rows], gen, t.texture_weight,
             scenes[rows], t.cross_scene_weight, adversary, adversary_weight,
-            t.scene_negatives_weight, t.swav_weight,
+            t.scene_negatives_weight, t.swav_weight, t.prototype_balance,
         )  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -83,6 +83,24 @@ def test_calibrate_picks_the_smallest_setting_that_reaches_the_target(
         ann.calibrate(idx, data["emb"], target=1.5)
 
 
+def test_recall_counts_tied_neighbours_as_hits() -> None:
+    # 60 copies of one row (as prototype probabilities near one vertex are) among random
+    # rows: which 10 copies make the "exact" top 10 is an accident of summation order
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((400, 16)).astype(np.float32)
+    emb[:60] = emb[0]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    idx = ann.build(emb, "ivf", nlist=8, nprobe=8)  # every cell: an exhaustive search
+    rows = np.arange(60)
+    _, got = idx.search(emb[rows], K + 1)
+    approx = [g[g != r][:K] for g, r in zip(got, rows, strict=True)]
+    exact = [np.arange(60)[np.arange(60) != r][-K:] for r in rows]  # another 10 of the ties
+    assert recall_at_k(approx, exact) < 0.9  # by ids the exhaustive search looks lossy
+    assert ann.measure_recall(idx, emb, queries=400) == pytest.approx(1.0)
+    curve = ann.calibrate(idx, emb, target=0.99, queries=400)  # reached, no AnnError
+    assert max(curve) <= 8 and curve[max(curve)] >= 0.99
+
+
 def test_save_load_round_trip(
     index: ann.AnnIndex, data: dict[str, np.ndarray], tmp_path: Path
 ) -> None:

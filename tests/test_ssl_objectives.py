@@ -140,6 +140,7 @@ def test_single_process_helpers_are_identities() -> None:
 # ---- two real processes (gloo on 127.0.0.1) -------------------------------------------------
 
 N, D, T = 8, 5, 0.3
+SCENES = torch.tensor([0, 1, 1, 0, 3, 3, 0, 1])  # rank 0 holds no tile of scene 3
 
 
 def _worker(r: int, port: int, out_dir: str) -> None:
@@ -169,6 +170,7 @@ def _worker(r: int, port: int, out_dir: str) -> None:
         # SwAV: codes balanced over the global batch (uneven shares), the loss and its grads
         s1, s2 = (torch.tanh(s) for s in pair(N, 4, seed=5))
         res["codes"] = sinkhorn_codes(s1[uneven])
+        res["scene_codes"] = sinkhorn_codes(s1[uneven], groups=SCENES[uneven])
         a, b = s1[half].clone().requires_grad_(), s2[half].clone().requires_grad_()
         loss = swav_loss(a, b)
         loss.backward()
@@ -216,6 +218,8 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     # the distributed Sinkhorn gives the single-process codes of the whole batch
     s1, s2 = (torch.tanh(s) for s in pair(N, 4, seed=5))
     torch.testing.assert_close(torch.cat([x["codes"] for x in res]), sinkhorn_codes(s1))
+    scene_codes = torch.cat([x["scene_codes"] for x in res])
+    torch.testing.assert_close(scene_codes, sinkhorn_codes(s1, groups=SCENES))
     a, b = s1.clone().requires_grad_(), s2.clone().requires_grad_()
     full = swav_loss(a, b)
     full.backward()

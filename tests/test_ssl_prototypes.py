@@ -58,6 +58,23 @@ def test_sinkhorn_codes_use_every_prototype_equally() -> None:
         sinkhorn_codes(torch.zeros(4, 1))
 
 
+def test_scene_balanced_codes_use_every_prototype_equally_within_each_scene() -> None:
+    g = torch.Generator().manual_seed(1)
+    scores = torch.tanh(torch.randn(48, 8, generator=g))
+    scene = torch.tensor([0] * 16 + [2] * 32)  # ids need not be dense: scene 1 is absent
+    scores[:16, 0] += 0.8  # scene 0 prefers prototype 0, scene 2 prototype 1:
+    scores[16:, 1] += 0.8  # a batch-wide balance can still give each scene its own
+    scores = scores.clamp(max=1.0)
+    codes = sinkhorn_codes(scores, iters=1000, groups=scene)
+    torch.testing.assert_close(codes.sum(1), torch.ones(48))
+    torch.testing.assert_close(codes[:16].sum(0), torch.full((8,), 2.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(codes[16:].sum(0), torch.full((8,), 4.0), atol=1e-3, rtol=0)
+    batch = sinkhorn_codes(scores, iters=200)  # balanced overall, not per scene
+    assert float(batch[:16, 0].sum()) > 3.0 and float(batch[16:, 0].sum()) < 3.0
+    with pytest.raises(ValueError, match=r"groups must have shape \(48,\)"):
+        sinkhorn_codes(scores, groups=scene[:10])
+
+
 def test_swav_loss_is_the_swapped_cross_entropy_and_rewards_agreeing_views() -> None:
     g = torch.Generator().manual_seed(1)
     s1, s2 = (
@@ -92,7 +109,7 @@ def test_prototype_embedding_is_a_distribution_over_the_prototypes() -> None:
         torch.testing.assert_close(p.sum(1), torch.ones(10))
         # the softmax of the projection's cosine to the prototypes at the temperature
         cos = F.normalize(model(x), dim=1) @ F.normalize(model.prototypes.weight, dim=1).T
-        torch.testing.assert_close(p, F.softmax(cos / 0.05, 1))
+        torch.testing.assert_close(p, F.softmax(cos / cfg.prototype_temperature, 1))
         assert model.features(x).shape == (10, model.feature_dim)
         # a tile alone gets its row of the batch (no batch statistics at embedding)
         torch.testing.assert_close(model.embed(x[3:4]), p[3:4], atol=1e-5, rtol=0)
@@ -177,6 +194,29 @@ def test_forward_step_mixes_in_swav_and_trains_unit_prototypes() -> None:
     loss.backward()
     assert model.prototypes.weight.grad is not None
     assert model.prototypes.weight.grad.abs().sum() > 0
+
+
+def test_scene_balanced_swav_in_the_step_and_the_scene_ids_it_needs() -> None:
+    cfg = TrainConfig(**TINY, prototype_balance="scene")
+    assert cfg.needs_scene_ids and not TrainConfig(**TINY).needs_scene_ids
+    off = {**TINY, "prototypes": 0}
+    assert not TrainConfig(**off, embedding="features", prototype_balance="scene").needs_scene_ids
+    torch.manual_seed(0)
+    model, loss_fn = build_model(cfg, 2).eval(), build_objective(cfg)
+    aug = Augment(AugmentConfig(dihedral=False, crop_prob=0, blur_prob=0, noise_prob=0))
+    x, scene = _tiles(16, seed=4), torch.tensor([0, 1] * 8)
+
+    def step(balance: str, ids: torch.Tensor | None = scene) -> torch.Tensor:
+        return forward_step(model, loss_fn, aug, x, torch.Generator().manual_seed(2), 0.0, ids,
+                            prototype_weight=1.0, prototype_balance=balance)[0]  # fmt: skip
+
+    with torch.no_grad():
+        v1, v2 = aug.two_views(x, torch.Generator().manual_seed(2))
+        s1, s2 = model.prototypes(model(v1)), model.prototypes(model(v2))
+        torch.testing.assert_close(step("scene"), swav_loss(s1, s2, groups=scene))
+        torch.testing.assert_close(step("batch"), swav_loss(s1, s2))
+        with pytest.raises(ConfigError, match="scene ids"):
+            step("scene", None)
 
 
 def test_forward_step_refuses_a_swav_share_without_prototypes() -> None:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "all_gather_sizes",
+    "all_reduce_max_",
     "all_reduce_mean",
     "gather_with_grad",
     "is_distributed",
@@ -111,6 +112,14 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     out = x.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / world_size()
+
+
+def all_reduce_max_(x: Tensor) -> Tensor:
+    """Element-wise maximum of ``x`` over ranks in place (no gradient); ``x`` unchanged
+    outside a process group. Returns ``x``; every rank passes the same shape."""
+    if world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
 
 
 def all_reduce_sum_(x: Tensor) -> Tensor:

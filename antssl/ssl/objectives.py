@@ -21,6 +21,7 @@ from antssl.config import TrainConfig
 from antssl.errors import ConfigError
 from antssl.ssl.distributed import (
     all_gather_sizes,
+    all_reduce_max_,
     all_reduce_sum_,
     gather_with_grad,
     rank,
@@ -198,37 +199,57 @@ def _full(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_codes(scores: Tensor, eps: float = 0.05, iters: int = 3) -> Tensor:
+def sinkhorn_codes(
+    scores: Tensor, eps: float = 0.05, iters: int = 3, groups: Tensor | None = None
+) -> Tensor:
     """Soft codes ``(n, k)`` of the batch's prototype scores ``(n, k)``, every prototype
     used equally over the *global* batch: SwAV's Sinkhorn-Knopp step (Caron et al.,
     NeurIPS 2020, eq. (3) and their ``distributed_sinkhorn``). Under torch.distributed the
     row and total sums are summed over ranks, so the codes are those of the whole batch
     (equal local batches not required). Rows of the result sum to 1; no gradient.
+
+    ``groups`` (``(n,)`` integer ids, e.g. each tile's scene): every prototype is used
+    equally *within each group* instead, so no prototype can stand for one group (a
+    scene) — the equipartition of SwAV applied per scene.
     """
     if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 2:
         raise ValueError(f"expected scores (n >= 1, k >= 2), got {tuple(scores.shape)}")
+    if groups is not None and groups.shape != scores.shape[:1]:
+        raise ValueError(f"groups must have shape ({scores.shape[0]},), got {tuple(groups.shape)}")
     q = torch.exp(_full(scores.detach()) / eps).T  # (k, n); cosines: at most exp(1 / eps)
     k = q.shape[0]
     n_total = all_reduce_sum_(torch.tensor(float(q.shape[1]), device=q.device))
     q /= all_reduce_sum_(q.sum())
+    if groups is None:
+        for _ in range(iters):
+            q /= all_reduce_sum_(q.sum(dim=1, keepdim=True)) * k  # each prototype: mass 1/k
+            q /= q.sum(dim=0, keepdim=True) * n_total  # each sample: mass 1/N
+        return (q * n_total).T
+    n_groups = all_reduce_max_(groups.max().detach().clone()) + 1
+    onehot = F.one_hot(groups.long(), int(n_groups)).to(q.dtype)  # (n, g)
+    target = all_reduce_sum_(onehot.sum(dim=0)) / (n_total * k)  # (g,) per prototype
     for _ in range(iters):
-        q /= all_reduce_sum_(q.sum(dim=1, keepdim=True)) * k  # each prototype: mass 1/k
+        mass = all_reduce_sum_(q @ onehot)  # (k, g): each prototype's mass in each group
+        q *= (target / mass.clamp_min(torch.finfo(q.dtype).tiny))[:, groups]
         q /= q.sum(dim=0, keepdim=True) * n_total  # each sample: mass 1/N
     return (q * n_total).T
 
 
-def swav_loss(s1: Tensor, s2: Tensor, tau: float = 0.1, eps: float = 0.05) -> Tensor:
+def swav_loss(
+    s1: Tensor, s2: Tensor, tau: float = 0.1, eps: float = 0.05, groups: Tensor | None = None
+) -> Tensor:
     """SwAV's swapped prediction (Caron et al., NeurIPS 2020, eq. (1)-(2)): each view's
     prototype scores ``(n, k)`` (cosines) predict the other view's Sinkhorn codes::
 
         -0.5 · mean[ sum_k q2 log softmax(s1 / tau) + sum_k q1 log softmax(s2 / tau) ]
 
-    The codes (:func:`sinkhorn_codes`, ε ``eps``) span every rank's batch; the mean is over
-    the local tiles (DDP averages it over ranks). Returns a scalar (float32 for half inputs).
+    The codes (:func:`sinkhorn_codes`, ε ``eps``, balanced within each of ``groups`` when
+    given) span every rank's batch; the mean is over the local tiles (DDP averages it over
+    ranks). Returns a scalar (float32 for half inputs).
     """
     _check_pair(s1, s2)
     s1, s2 = _full(s1), _full(s2)
-    q1, q2 = sinkhorn_codes(s1, eps), sinkhorn_codes(s2, eps)
+    q1, q2 = sinkhorn_codes(s1, eps, groups=groups), sinkhorn_codes(s2, eps, groups=groups)
     return -0.5 * (
         (q1 * F.log_softmax(s2 / tau, dim=1)).sum(1).mean()
         + (q2 * F.log_softmax(s1 / tau, dim=1)).sum(1).mean()

@@ -70,6 +70,7 @@ def forward_step(
     adversary_weight: float = 0.0,
     scene_negatives_weight: float = 0.0,
     prototype_weight: float = 0.0,
+    prototype_balance: str = "batch",
 ) -> tuple[Tensor, Tensor]:
     """Two augmented views of ``x`` → ``(loss, z1)``; bf16 autocast when ``x`` is on CUDA.
 
@@ -97,13 +98,17 @@ def forward_step(
     ``(1 - w) · loss(z1, z2) + w · swav_loss(s1, s2)``: a share of it is SwAV's swapped
     prediction of the views' balanced prototype codes
     (:func:`~antssl.ssl.objectives.swav_loss`), which trains the prototypes that
-    ``embedding: prototypes`` describes tiles by.
+    ``embedding: prototypes`` describes tiles by; with ``prototype_balance`` "scene" and
+    the tiles' ``scene`` ids its codes are balanced within each scene.
     """
     v1, v2 = augment.two_views(x, generator)
     amp = x.device.type == "cuda"
     cross = cross_scene_weight > 0 and scene is not None
     adv = adversary is not None and adversary_weight > 0 and scene is not None
     swav = prototype_weight > 0
+    if swav and prototype_balance == "scene" and scene is None:
+        raise ConfigError("prototype_balance: scene needs the tiles' scene ids")
+    groups = scene if prototype_balance == "scene" else None
     if swav and model.training:  # back on the unit sphere before the step, as SwAV does
         protos = getattr(getattr(model, "module", model), "prototypes", None)
         if not isinstance(protos, Prototypes):
@@ -124,7 +129,7 @@ def forward_step(
         loss = loss_fn(z1.float(), z2.float())
         if swav:
             w = float(prototype_weight)
-            loss = (1 - w) * loss + w * swav_loss(out1[-1], out2[-1])
+            loss = (1 - w) * loss + w * swav_loss(out1[-1], out2[-1], groups=groups)
         if cross:
             nn_idx = cross_scene_neighbours(z1, scene)  # type: ignore[arg-type]
             w = float(cross_scene_weight)

@@ -246,7 +246,8 @@ def training_dataset(
     cached: bool = False,
 ) -> ray.data.Dataset:
     """The tiles pretraining reads: an ``image`` column (and ``scene``, each tile's scene as
-    an integer, when ``train.cross_scene_weight`` or ``train.scene_negatives_weight`` > 0)
+    an integer, when ``train.cross_scene_weight`` or ``train.scene_negatives_weight`` > 0
+    or the prototype codes are balanced per scene)
     in an order that mixes scenes in a batch (with the loop's local shuffle buffer,
     ``train.shuffle_buffer``) rather than walking the catalog scene by scene.
 
@@ -256,7 +257,7 @@ def training_dataset(
     tasks, held in the object store when ``train.materialize``, its blocks in a random
     order."""
     t = config.train
-    cross = t.cross_scene_weight > 0 or t.scene_negatives_weight > 0
+    cross = t.needs_scene_ids
     if cached:
         scene = None
         if cross:
@@ -454,6 +455,7 @@ def train_loop(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 t.cross_scene_weight,
                 scene_negatives_weight=t.scene_negatives_weight,
                 prototype_weight=t.swav_weight,
+                prototype_balance=t.prototype_balance,
             )
             if not torch.isfinite(loss):
                 if rank == 0:

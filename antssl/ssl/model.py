@@ -371,7 +371,9 @@ def model_spec(cfg: TrainConfig, in_bands: int) -> dict[str, Any]:
         "prototypes": cfg.prototypes,
         "embedding": cfg.embedding,
         "prototype_temperature": (
-            float(cfg.prototype_temperature) if cfg.embedding == "prototypes" else 0.05
+            float(cfg.prototype_temperature)
+            if cfg.embedding == "prototypes"
+            else OPTIONAL_SPEC_KEYS["prototype_temperature"]
         ),
         "feature_dim": None,
     }

@@ -257,18 +257,16 @@ def training_dataset(
     tasks, held in the object store when ``train.materialize``, its blocks in a random
     order."""
     t = config.train
-    cross = t.needs_scene_ids
+    with_scene = t.needs_scene_ids
+    scenes = sorted(cat["scene_id"].unique()) if with_scene else []
+    index = {sid: i for i, sid in enumerate(scenes)}  # each tile's scene as an integer
     if cached:
-        scene = None
-        if cross:
-            index = {sid: i for i, sid in enumerate(sorted(cat["scene_id"].unique()))}
-            scene = cat["scene_id"].map(index).to_numpy(np.int64)
+        scene = cat["scene_id"].map(index).to_numpy(np.int64) if with_scene else None
         return cache_dataset(config, cat, infos, scene=scene, shuffle_seed=t.seed)
     ds = tile_dataset(
-        cat, infos, config, stats, columns=["image", "scene_id"] if cross else ["image"]
+        cat, infos, config, stats, columns=["image", "scene_id"] if with_scene else ["image"]
     )
-    if cross:
-        index = {sid: i for i, sid in enumerate(sorted(cat["scene_id"].unique()))}
+    if with_scene:
 
         def scene_index(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             scene = np.fromiter(
